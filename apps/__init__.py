@@ -1,0 +1,1 @@
+"""Example scbus apps: each module shows one pattern. See README, "Writing an app"."""

@@ -1,0 +1,392 @@
+"""
+ApplicationMessageBus: runs one app's handlers and turns whatever they do into a list
+of outgoing messages.
+
+It knows nothing of transports. Whatever a handler does (returns a message, a list, a
+Deferred, a coroutine; raises; returns garbage), the caller gets a Deferred that fires
+with a list of messages and never fails: errors become L{AppErrorOccurredMessage}s.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import linecache
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from .errors import InvalidSubscriptions
+from .logcapture import CapturedLog, install as install_log_capture, run_capturing
+from .message import (
+    AppErrorOccurredMessage,
+    HeartbeatMessage,
+    HeartbeatResponseMessage,
+    Message,
+)
+
+__all__ = ["ApplicationMessageBus", "Handler", "Subscriptions", "check_subscriptions"]
+
+log = Logger()
+
+Handler = Callable[..., Any]
+Subscriptions = Mapping[Any, Handler]
+
+# Frames from these files are the bus's plumbing, not the app's code: left out of the
+# traceback an error message carries.
+_PLUMBING = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.abspath(inspect.getfile(Deferred)),
+    os.path.dirname(os.path.abspath(inspect.getfile(ThreadPool))) + os.sep + "threadpool.py",
+)
+
+
+def check_subscriptions(
+    app_name: str, subscriptions: Any
+) -> tuple[dict[type[Message], Handler], dict[timedelta, Handler]]:
+    """
+    Split a builder's dict into message handlers and idle handlers.
+
+    @raise InvalidSubscriptions: with a sentence naming the bad key or value.
+    """
+    if not isinstance(subscriptions, Mapping):
+        raise InvalidSubscriptions(
+            f"app {app_name!r}: the builder must return a dict of subscriptions, "
+            f"got {type(subscriptions).__name__}"
+        )
+    handlers: dict[type[Message], Handler] = {}
+    idle: dict[timedelta, Handler] = {}
+    for key, handler in subscriptions.items():
+        if not callable(handler):
+            raise InvalidSubscriptions(
+                f"app {app_name!r}: the handler for {key!r} is not callable "
+                f"({type(handler).__name__})"
+            )
+        if isinstance(key, timedelta):
+            if key <= timedelta(0):
+                raise InvalidSubscriptions(
+                    f"app {app_name!r}: idle interval {key} must be positive"
+                )
+            idle[key] = handler
+        elif isinstance(key, type) and issubclass(key, Message):
+            handlers[key] = handler
+        else:
+            raise InvalidSubscriptions(
+                f"app {app_name!r}: subscription key {key!r} is neither a Message class "
+                "nor a datetime.timedelta"
+            )
+    if not handlers and not idle:
+        raise InvalidSubscriptions(f"app {app_name!r}: the builder returned no subscriptions")
+    return handlers, idle
+
+
+class _NotMessages(TypeError):
+    """A handler returned something that is not None, a message or messages."""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
+def _as_messages(value: Any, *, allow_async: bool) -> list[Message] | Deferred[list[Message]]:
+    """The accepted return shapes, as a list (or a Deferred of one)."""
+    if value is None:
+        return []
+    if isinstance(value, Message):
+        return [value]
+    if isinstance(value, Deferred) or inspect.iscoroutine(value):
+        if not allow_async:
+            raise _NotMessages(
+                "the handler returned a Deferred or coroutine from a thread-pool app; "
+                "threaded handlers must return plain values"
+            )
+        d = value if isinstance(value, Deferred) else Deferred.fromCoroutine(value)
+        return d.addCallback(_as_messages, allow_async=False)
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise _NotMessages(
+            "a handler must return None, a Message, an iterable of Messages, a Deferred "
+            f"or a coroutine; it returned {_describe(value)}"
+        )
+    messages = list(value)
+    for item in messages:
+        if not isinstance(item, Message):
+            raise _NotMessages(
+                f"a handler returned an iterable holding {_describe(item)}, not a Message"
+            )
+    return messages
+
+
+def _frames(failure: Failure) -> list[dict[str, Any]]:
+    frames = []
+    for function, filename, line, _locals, _globals in failure.frames:
+        if os.path.abspath(filename).startswith(_PLUMBING):
+            continue
+        frames.append(
+            {
+                "file": filename,
+                "line": line,
+                "function": function,
+                "source": linecache.getline(filename, line).strip(),
+            }
+        )
+    return frames
+
+
+def _as_data(value: Any) -> Any:
+    """A JSON-safe copy: anything JSON cannot carry becomes its repr."""
+    return json.loads(json.dumps(value, default=repr))
+
+
+def _handler_name(handler: Handler) -> str:
+    return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+class ApplicationMessageBus:
+    """
+    One app: its handlers, its idle handlers, its counters.
+
+    @param name: the app's name, as in the config.
+    @param subscriptions: what the app's builder returned: Message classes and
+        C{timedelta}s mapped to callables.
+    @param threads: run handlers in a pool of this many threads (0: in the reactor thread).
+        For apps that block (file I/O, scraping) so that they do not freeze the bus.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        subscriptions: Subscriptions,
+        *,
+        threads: int = 0,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: PLC0415 - after twistd chose one
+        self.name = name
+        self._reactor = reactor
+        self._handlers, self._idle = check_subscriptions(name, subscriptions)
+        self._resolved: dict[type, Handler | None] = {}
+        self.threads = threads
+        self._pool: ThreadPool | None = None
+        if threads:
+            self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=f"scbus-{name}")
+            self._pool.threadFactory = _daemon_thread
+        self.handled = 0
+        self.errors = 0
+        self.last_handled_at: float | None = None
+        self.last_error: str | None = None
+        self.idle_last_run: dict[timedelta, float] = {}
+        self._running_in_pool = 0
+        install_log_capture()
+
+    def __repr__(self) -> str:
+        return f"<ApplicationMessageBus {self.name!r}>"
+
+    # --- what the app asked for ---------------------------------------------------------
+
+    @property
+    def message_types(self) -> list[type[Message]]:
+        """The classes the app subscribes to, plus heartbeats, which the bus answers."""
+        return [*self._handlers, HeartbeatMessage]
+
+    @property
+    def intervals(self) -> list[timedelta]:
+        return list(self._idle)
+
+    def handler_for(self, message_type: type[Message]) -> Handler | None:
+        """The handler for C{message_type}, falling back along its base classes."""
+        try:
+            return self._resolved[message_type]
+        except KeyError:
+            pass
+        handler = None
+        for klass in message_type.__mro__:
+            handler = self._handlers.get(klass)
+            if handler is not None:
+                break
+        self._resolved[message_type] = handler
+        return handler
+
+    # --- lifecycle (the thread pool) ------------------------------------------------------
+
+    def start(self) -> None:
+        if self._pool is not None and not self._pool.started:
+            self._pool.start()
+
+    def stop(self) -> None:
+        """Stop the pool; never blocks the reactor on a handler that is still running."""
+        pool = self._pool
+        if pool is None or not pool.started:
+            return
+        if self._running_in_pool:
+            log.warn(
+                "{app}: {n} handler(s) still running in threads at stop; not waiting",
+                app=self.name,
+                n=self._running_in_pool,
+            )
+            threading.Thread(target=pool.stop, daemon=True, name=f"stop-{self.name}").start()
+        else:
+            pool.stop()
+
+    # --- running handlers -------------------------------------------------------------------
+
+    def handle(self, message: Message) -> Deferred[list[Message]]:
+        """
+        Run the handler for C{message}. Always answers a Deferred of a list of messages,
+        which never fails: an error becomes an L{AppErrorOccurredMessage} in the list.
+        """
+        if isinstance(message, HeartbeatMessage) and self.handler_for(type(message)) is None:
+            return succeed(self._answer_heartbeat(message))
+        handler = self.handler_for(type(message))
+        if handler is None:
+            log.error(
+                "{app}: no handler for {type}; delivered by mistake, dropped",
+                app=self.name,
+                type=message.wire_name,
+            )
+            return succeed([])
+        return self._run(handler, (message,), message, None)
+
+    def idle(self, interval: timedelta) -> Deferred[list[Message]]:
+        """Run the idle handler for C{interval}, with the same capture and error rules."""
+        try:
+            handler = self._idle[interval]
+        except KeyError:
+            raise KeyError(f"app {self.name!r} has no idle handler for {interval}") from None
+        self.idle_last_run[interval] = self._reactor.seconds()
+        return self._run(handler, (), None, interval)
+
+    def _run(
+        self,
+        handler: Handler,
+        args: tuple[Any, ...],
+        message: Message | None,
+        interval: timedelta | None,
+    ) -> Deferred[list[Message]]:
+        captured = CapturedLog()
+        if self._pool is not None:
+            self._running_in_pool += 1
+            d = deferToThreadPool(
+                self._reactor, self._pool, run_capturing, captured, self._call_threaded, handler, args
+            )
+            d.addBoth(self._left_pool)
+        else:
+            try:
+                result = run_capturing(captured, self._call, handler, args)
+            except BaseException as e:
+                if not isinstance(e, Exception):
+                    raise
+                return succeed(self._failed(Failure(), captured, handler, message, interval))
+            if not isinstance(result, Deferred):
+                return succeed(self._finished(result, message))
+            d = result
+        d.addCallbacks(
+            self._finished,
+            self._failed,
+            callbackArgs=(message,),
+            errbackArgs=(captured, handler, message, interval),
+        )
+        return d
+
+    def _left_pool(self, result: Any) -> Any:
+        self._running_in_pool -= 1
+        return result
+
+    @staticmethod
+    def _call(handler: Handler, args: tuple[Any, ...]) -> Any:
+        return _as_messages(handler(*args), allow_async=True)
+
+    @staticmethod
+    def _call_threaded(handler: Handler, args: tuple[Any, ...]) -> Any:
+        return _as_messages(handler(*args), allow_async=False)
+
+    def _finished(self, messages: list[Message], incoming: Message | None) -> list[Message]:
+        if incoming is not None:
+            self.handled += 1
+            self.last_handled_at = self._reactor.seconds()
+            correlation = incoming.correlation_id or incoming.id
+            for out in messages:
+                if out.correlation_id is None:
+                    out.correlation_id = correlation
+        return messages
+
+    def _failed(
+        self,
+        failure: Failure,
+        captured: CapturedLog,
+        handler: Handler,
+        message: Message | None,
+        interval: timedelta | None,
+    ) -> list[Message]:
+        self.errors += 1
+        error = failure.getErrorMessage() or failure.type.__name__
+        error_type = failure.type.__qualname__
+        if failure.type.__module__ not in ("builtins", __name__):
+            error_type = f"{failure.type.__module__}.{error_type}"
+        elif failure.check(_NotMessages):
+            error_type = "TypeError"
+        self.last_error = f"{error_type}: {error}"
+        what = message.wire_name if message is not None else f"idle {interval}"
+        log.warn(
+            "{app}: handler {handler} failed on {what}: {error_type}: {error}",
+            app=self.name,
+            handler=_handler_name(handler),
+            what=what,
+            error_type=error_type,
+            error=error,
+        )
+        if message is not None:
+            self.handled += 1
+            self.last_handled_at = self._reactor.seconds()
+        if isinstance(message, AppErrorOccurredMessage):
+            # Reporting a failure to handle a failure report would loop; the log has it.
+            log.error(
+                "{app}: not reporting an error raised while handling an error report",
+                app=self.name,
+            )
+            return []
+        report = AppErrorOccurredMessage(
+            app_name=self.name,
+            message=_as_data(message.to_dict()) if message is not None else None,
+            error=error,
+            error_type=error_type,
+            traceback=_frames(failure),
+            log=_as_data(captured.as_data()),
+            handler=_handler_name(handler),
+            interval=interval.total_seconds() if interval is not None else None,
+        )
+        if message is not None:
+            report.correlation_id = message.correlation_id or message.id
+        return [report]
+
+    def _answer_heartbeat(self, heartbeat: HeartbeatMessage) -> list[Message]:
+        if heartbeat.app_name not in (None, self.name):
+            return []
+        self.handled += 1
+        now = self._reactor.seconds()
+        self.last_handled_at = now
+        return [
+            HeartbeatResponseMessage(
+                app_name=self.name,
+                heartbeat_id=heartbeat.id,
+                queued_seconds=max(0.0, now - heartbeat.created_at),
+                handled=self.handled,
+                errors=self.errors,
+                correlation_id=heartbeat.correlation_id or heartbeat.id,
+            )
+        ]
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    # A handler stuck in a thread must not keep the process alive after the bus stopped.
+    return threading.Thread(*args, daemon=True, **kwargs)
+

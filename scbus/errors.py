@@ -1,0 +1,77 @@
+"""
+The exceptions scbus raises on purpose, in one place so callers can catch by family.
+"""
+
+from __future__ import annotations
+
+
+class ScbusError(Exception):
+    """Base of every error scbus raises on purpose."""
+
+
+class DecodeError(ScbusError, ValueError):
+    """
+    A body could not be turned into a message.
+
+    ``reason`` is a short stable code (also written to the ``x-scbus-reason`` header of
+    dead-lettered messages); ``str(error)`` says what exactly was wrong.
+    """
+
+    reason = "undecodable"
+
+
+class MalformedMessage(DecodeError):
+    """The body is not UTF-8 JSON holding a message envelope."""
+
+    reason = "malformed"
+
+
+class MessageTooLarge(DecodeError):
+    """The body is larger than the configured maximum."""
+
+    reason = "too-large"
+
+
+class UnknownMessageType(DecodeError):
+    """The envelope names a type no class is registered for (or not the one expected)."""
+
+    reason = "unknown-type"
+
+
+class MissingField(DecodeError):
+    """A field the message class declares without a default is absent."""
+
+    reason = "missing-field"
+
+
+class FieldTypeError(DecodeError, TypeError):
+    """A field holds a value of the wrong type (also raised when constructing a message)."""
+
+    reason = "wrong-type"
+
+
+class EncodeError(ScbusError, ValueError):
+    """A message cannot be put on the wire (a value JSON cannot carry, for instance)."""
+
+
+class ConfigError(ScbusError):
+    """The configuration file is unusable; ``str(error)`` is one line for the operator."""
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + problem)
+
+
+class TransportError(ScbusError):
+    """The transport could not do what was asked (not connected, buffer full, ...)."""
+
+
+class NotRunning(TransportError):
+    """The transport or bus has been stopped."""
+
+
+class InvalidSubscriptions(ScbusError, TypeError):
+    """A builder returned something other than a valid subscriptions dict."""

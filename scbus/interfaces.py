@@ -1,0 +1,94 @@
+"""
+The contracts between the bus and its transports.
+
+A transport moves encoded messages between apps. The bus relies on exactly what is
+written here, so an in-memory transport and a broker behave alike.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["ITransport", "IDelivery", "ISetAside"]
+
+
+class IDelivery(Interface):
+    """
+    One message handed to one app, to be settled exactly once.
+
+    Until L{ack} is called the transport still owns the message: if the process dies, the
+    connection drops or L{release} is called, it is delivered again.
+    """
+
+    message = Attribute("The decoded L{scbus.Message}.")
+    app_name = Attribute("The app (queue) it was delivered to.")
+    redelivered = Attribute("True when this message was delivered before and not acknowledged.")
+    received_at = Attribute("Unix time the transport handed it over.")
+
+    def ack():
+        """
+        Settle it as done. Answers a Deferred that fires once the transport has taken the
+        acknowledgement (or failed if it could not: the message will come again).
+        """
+
+    def release():
+        """Give it back unacknowledged, to be delivered again. Answers a Deferred."""
+
+
+class ISetAside(Interface):
+    """A message the transport kept aside: unrouted, or undecodable (dead-lettered)."""
+
+    id = Attribute("An id to name it by (for replay).")
+    body = Attribute("The raw bytes as they were received or sent.")
+    reason = Attribute("Why it was set aside, for a person.")
+    code = Attribute("A short stable reason code (C{unrouted}, C{malformed}, ...).")
+    type_name = Attribute("The wire type name, when one could be read, else None.")
+    app_name = Attribute("The app whose queue it came from, or None.")
+    at = Attribute("Unix time it was set aside.")
+
+
+class ITransport(Interface):
+    """Carries messages between apps, in memory or over a broker."""
+
+    def setup(app_name, message_types):
+        """
+        Make C{app_name}'s queue receive every message whose class is, or derives from,
+        one of C{message_types}. Idempotent. Answers a Deferred that fires when the
+        subscriptions are in place.
+        """
+
+    def send(message):
+        """
+        Route C{message} to every subscribed app's queue, or to the unrouted store when no
+        app subscribes. Answers a Deferred that fires once the message is safe (queued, or
+        confirmed by the broker) and fails with L{scbus.errors.EncodeError} when it cannot
+        be encoded or L{scbus.errors.TransportError} when it cannot be sent.
+        """
+
+    def publish_raw(body, type_name=None):
+        """
+        Send bytes from outside scbus (a console replay, another language). A body that
+        cannot be decoded is dead-lettered, not raised. Answers a Deferred.
+        """
+
+    def retrieve(app_name):
+        """
+        Answers a Deferred that fires with the next L{IDelivery} for C{app_name}. Cancelling
+        it withdraws the request without losing a message.
+        """
+
+    def queue_depth(app_name):
+        """Answers a Deferred firing with the number of messages waiting in the app's queue."""
+
+    def set_aside(kind):
+        """
+        Answers a Deferred firing with a list of L{ISetAside}: C{kind} is C{"unrouted"} or
+        C{"dead"} (undecodable or refused bodies).
+        """
+
+    def replay(kind, entry_id):
+        """
+        Publish a set-aside message again (after an app subscribed to it, or after the code
+        that decodes it was deployed) and drop it from the store. Answers a Deferred firing
+        with True when found.
+        """

@@ -1,0 +1,433 @@
+"""
+MainMessageBus: the service that drives every app over a transport.
+
+Per app it keeps up to C{max_in_flight} deliveries in hand, runs each through the app's
+L{ApplicationMessageBus}, sends what comes out, and only then acknowledges. Idle handlers
+run on a L{LoopingCall} each. Stopping stops taking deliveries, gives the ones in hand a
+grace period, and leaves the rest unacknowledged for the transport to deliver again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .appbus import ApplicationMessageBus, Subscriptions
+from .errors import EncodeError
+from .interfaces import IDelivery, ITransport
+from .message import AppErrorOccurredMessage, Message
+
+__all__ = ["MainMessageBus", "AppStatus"]
+
+log = Logger()
+
+#: Deliveries taken synchronously in one go before yielding to the reactor, so a deep
+#: in-memory queue cannot starve timers, the console or other apps.
+PUMP_BUDGET = 64
+
+
+@dataclasses.dataclass
+class AppStatus:
+    """A snapshot of one app, for the console and status requests."""
+
+    name: str
+    handled: int
+    errors: int
+    in_flight: int
+    queued: int | None
+    acked: int
+    redelivered: int
+    send_failures: int
+    last_handled_at: float | None
+    oldest_in_flight_age: float | None
+    paused: bool
+    threads: int
+    max_in_flight: int
+    idle: dict[str, float | None]
+    last_error: str | None
+
+
+class _App:
+    """The main bus's bookkeeping for one app."""
+
+    def __init__(self, name: str, bus: ApplicationMessageBus, max_in_flight: int) -> None:
+        self.name = name
+        self.bus = bus
+        self.max_in_flight = max_in_flight
+        self.waiting: set[Deferred[Any]] = set()
+        self.in_flight: dict[IDelivery, float] = {}
+        self.loops: dict[timedelta, LoopingCall] = {}
+        self.ready = False
+        self.paused = False
+        self.pumping = False
+        self.pump_again = False
+        self.pump_call: Any = None
+        self.acked = 0
+        self.redelivered = 0
+        self.send_failures = 0
+
+
+class MainMessageBus(Service):
+    """
+    The bus of one process: apps, a transport, the loop that joins them.
+
+    @param grace_period: seconds that deliveries in hand get to finish when stopping.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        transport: ITransport,
+        *,
+        reactor: Any = None,
+        grace_period: float = 10.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: PLC0415
+        self.setName(name)
+        self.transport = transport
+        self.grace_period = grace_period
+        self._reactor = reactor
+        self._apps: dict[str, _App] = {}
+        self._stopping = False
+        self._abandoned = False
+        self._drained: Deferred[None] | None = None
+        self.started_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<MainMessageBus {self.name!r} apps={sorted(self._apps)} running={self.running}>"
+
+    # --- apps -----------------------------------------------------------------------------
+
+    def add_app(
+        self,
+        name: str,
+        app_bus: ApplicationMessageBus,
+        subscriptions: Subscriptions | None = None,
+        *,
+        max_in_flight: int = 10,
+    ) -> None:
+        """
+        Run C{app_bus} under C{name}. C{subscriptions} (what the builder returned) is
+        accepted for the seed's signature; the app bus has already checked it.
+        """
+        if name in self._apps:
+            raise ValueError(f"an app named {name!r} was already added")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        app = self._apps[name] = _App(name, app_bus, max_in_flight)
+        if self.running:
+            self._start_app(app)
+
+    @property
+    def apps(self) -> dict[str, ApplicationMessageBus]:
+        return {name: app.bus for name, app in self._apps.items()}
+
+    def pause(self, name: str) -> None:
+        """Stop taking deliveries and running idle handlers for C{name}; in-flight finish."""
+        app = self._app(name)
+        app.paused = True
+        self._withdraw(app)
+        log.info("{app}: paused", app=name)
+
+    def resume(self, name: str) -> None:
+        app = self._app(name)
+        app.paused = False
+        log.info("{app}: resumed", app=name)
+        self._pump(app)
+
+    def send(self, message: Message) -> Deferred[None]:
+        """Send a message from outside any app (the console, a test)."""
+        return self.transport.send(message)
+
+    # --- Service ----------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._abandoned = False
+        self.started_at = self._reactor.seconds()
+        for app in self._apps.values():
+            self._start_app(app)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stopping = True
+        for app in self._apps.values():
+            self._withdraw(app)
+            for loop in app.loops.values():
+                if loop.running:
+                    loop.stop()
+            app.loops.clear()
+        in_flight = sum(len(app.in_flight) for app in self._apps.values())
+        if not in_flight:
+            self._stop_apps()
+            return succeed(None)
+        log.info(
+            "stopping: {n} delivery(ies) in flight, waiting up to {grace}s",
+            n=in_flight,
+            grace=self.grace_period,
+        )
+        self._drained = Deferred()
+        timer = self._reactor.callLater(self.grace_period, self._grace_over)
+        self._drained.addBoth(lambda r: timer.cancel() if timer.active() else None)
+        self._drained.addCallback(lambda _: self._stop_apps())
+        return self._drained
+
+    def _grace_over(self) -> None:
+        left = {app.name: len(app.in_flight) for app in self._apps.values() if app.in_flight}
+        self._abandoned = True
+        log.warn(
+            "grace period over: leaving {left} unacknowledged, to be delivered again",
+            left=left,
+        )
+        self._fire_drained()
+
+    def _fire_drained(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
+
+    def _stop_apps(self) -> None:
+        for app in self._apps.values():
+            app.bus.stop()
+
+    def _start_app(self, app: _App) -> None:
+        app.bus.start()
+        d = self.transport.setup(app.name, app.bus.message_types)
+        d.addCallbacks(self._app_ready, self._setup_failed, callbackArgs=(app,), errbackArgs=(app,))
+
+    def _app_ready(self, _: Any, app: _App) -> None:
+        if not self.running:
+            return
+        app.ready = True
+        for interval in app.bus.intervals:
+            loop = LoopingCall(self._run_idle, app, interval)
+            loop.clock = self._reactor
+            app.loops[interval] = loop
+            loop.start(interval.total_seconds(), now=False).addErrback(
+                lambda f, a=app.name: log.failure("{app}: idle loop died", f, app=a)
+            )
+        log.info(
+            "{app}: subscribed to {types}; {idle} idle handler(s)",
+            app=app.name,
+            types=", ".join(t.wire_name for t in app.bus.message_types),
+            idle=len(app.loops),
+        )
+        self._pump(app)
+
+    def _setup_failed(self, failure: Failure, app: _App) -> None:
+        log.failure("{app}: could not set up its subscriptions", failure, app=app.name)
+
+    # --- taking deliveries ------------------------------------------------------------------
+
+    def _wants_more(self, app: _App) -> bool:
+        return (
+            app.ready
+            and not app.paused
+            and not self._stopping
+            and len(app.waiting) + len(app.in_flight) < app.max_in_flight
+        )
+
+    def _pump(self, app: _App) -> None:
+        if app.pumping:
+            app.pump_again = True
+            return
+        app.pumping = True
+        try:
+            budget = PUMP_BUDGET
+            while self._wants_more(app):
+                if budget == 0:
+                    if app.pump_call is None:
+                        app.pump_call = self._reactor.callLater(0, self._pump_later, app)
+                    return
+                budget -= 1
+                app.pump_again = False
+                waiter = self.transport.retrieve(app.name)
+                app.waiting.add(waiter)
+                waiter.addCallbacks(
+                    self._got_delivery,
+                    self._retrieve_failed,
+                    callbackArgs=(app, waiter),
+                    errbackArgs=(app, waiter),
+                )
+        finally:
+            app.pumping = False
+
+    def _pump_later(self, app: _App) -> None:
+        app.pump_call = None
+        self._pump(app)
+
+    def _withdraw(self, app: _App) -> None:
+        waiting, app.waiting = app.waiting, set()
+        for waiter in waiting:
+            waiter.cancel()
+        if app.pump_call is not None and app.pump_call.active():
+            app.pump_call.cancel()
+        app.pump_call = None
+
+    def _retrieve_failed(self, failure: Failure, app: _App, waiter: Deferred[Any]) -> None:
+        app.waiting.discard(waiter)
+        if not failure.check(CancelledError):
+            log.failure("{app}: retrieve failed", failure, app=app.name)
+
+    def _got_delivery(self, delivery: IDelivery, app: _App, waiter: Deferred[Any]) -> None:
+        app.waiting.discard(waiter)
+        if app.paused or self._stopping:
+            delivery.release().addErrback(lambda f: None)
+            return
+        app.in_flight[delivery] = self._reactor.seconds()
+        if delivery.redelivered:
+            app.redelivered += 1
+        d = app.bus.handle(delivery.message)
+        d.addCallback(self._send_results, app, delivery)
+        d.addCallbacks(
+            self._ack, self._not_sent, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
+        )
+        d.addBoth(self._finished, app, delivery)
+
+    # --- sending and settling ---------------------------------------------------------------
+
+    def _send_results(
+        self, messages: list[Message], app: _App, delivery: IDelivery | None
+    ) -> Deferred[Any] | None:
+        if self._abandoned:
+            raise _Abandoned()
+        if not messages:
+            return None
+        if len(messages) == 1:
+            return self._send_one(messages[0], app, delivery)
+        return gatherResults(
+            [self._send_one(m, app, delivery) for m in messages], consumeErrors=True
+        )
+
+    def _send_one(self, message: Message, app: _App, delivery: IDelivery | None) -> Deferred[Any]:
+        d = self.transport.send(message)
+        if d.called and not isinstance(getattr(d, "result", None), Failure):
+            return d
+        return d.addErrback(self._unsendable, message, app, delivery)
+
+    def _unsendable(
+        self, failure: Failure, message: Message, app: _App, delivery: IDelivery | None
+    ) -> Deferred[Any]:
+        failure.trap(EncodeError)
+        # The app built a message that cannot travel: that is the app's error, reported
+        # like any other, and the delivery is done.
+        app.bus.errors += 1
+        log.warn("{app}: {error}", app=app.name, error=failure.getErrorMessage())
+        incoming = delivery.message if delivery is not None else None
+        report = AppErrorOccurredMessage(
+            app_name=app.name,
+            message=incoming.to_dict() if incoming is not None else None,
+            error=failure.getErrorMessage(),
+            error_type="scbus.errors.EncodeError",
+            traceback=[],
+            log=[],
+            handler="",
+        )
+        report.correlation_id = message.correlation_id
+        return self.transport.send(report)
+
+    def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any]:
+        app.acked += 1
+        return delivery.ack().addErrback(self._ack_failed, app, delivery)
+
+    def _ack_failed(self, failure: Failure, app: _App, delivery: IDelivery) -> None:
+        app.acked -= 1
+        log.info(
+            "{app}: acknowledgement not taken ({error}); the message will come again",
+            app=app.name,
+            error=failure.getErrorMessage(),
+        )
+
+    def _not_sent(self, failure: Failure, app: _App, delivery: IDelivery) -> Deferred[Any] | None:
+        if failure.check(_Abandoned):
+            return None
+        app.send_failures += 1
+        log.failure(
+            "{app}: results of {type} not sent; releasing it to be delivered again",
+            failure,
+            app=app.name,
+            type=delivery.message.wire_name,
+        )
+        return delivery.release().addErrback(lambda f: None)
+
+    def _finished(self, result: Any, app: _App, delivery: IDelivery) -> None:
+        app.in_flight.pop(delivery, None)
+        if isinstance(result, Failure):
+            log.failure("{app}: unexpected error settling a delivery", result, app=app.name)
+        if self._stopping:
+            if self._drained is not None and not any(a.in_flight for a in self._apps.values()):
+                self._fire_drained()
+            return
+        self._pump(app)
+
+    # --- idle handlers ----------------------------------------------------------------------
+
+    def _run_idle(self, app: _App, interval: timedelta) -> Deferred[Any] | None:
+        if app.paused or self._stopping:
+            return None
+        d = app.bus.idle(interval)
+        d.addCallback(self._send_results, app, None)
+        d.addErrback(self._idle_not_sent, app, interval)
+        return d
+
+    def _idle_not_sent(self, failure: Failure, app: _App, interval: timedelta) -> None:
+        if not failure.check(_Abandoned):
+            log.failure(
+                "{app}: results of idle {interval} not sent", failure, app=app.name, interval=interval
+            )
+
+    # --- status -----------------------------------------------------------------------------
+
+    def status(self) -> Deferred[list[AppStatus]]:
+        """A snapshot of every app, with queue depths asked of the transport."""
+        names = list(self._apps)
+        depths = [
+            self.transport.queue_depth(name).addErrback(lambda f: None) for name in names
+        ]
+        return gatherResults(depths).addCallback(
+            lambda queued: [self._status(self._apps[n], q) for n, q in zip(names, queued)]
+        )
+
+    def _status(self, app: _App, queued: int | None) -> AppStatus:
+        now = self._reactor.seconds()
+        oldest = min(app.in_flight.values(), default=None)
+        return AppStatus(
+            name=app.name,
+            handled=app.bus.handled,
+            errors=app.bus.errors,
+            in_flight=len(app.in_flight),
+            queued=queued,
+            acked=app.acked,
+            redelivered=app.redelivered,
+            send_failures=app.send_failures,
+            last_handled_at=app.bus.last_handled_at,
+            oldest_in_flight_age=None if oldest is None else now - oldest,
+            paused=app.paused,
+            threads=app.bus.threads,
+            max_in_flight=app.max_in_flight,
+            idle={str(i): app.bus.idle_last_run.get(i) for i in app.bus.intervals},
+            last_error=app.bus.last_error,
+        )
+
+    def _app(self, name: str) -> _App:
+        try:
+            return self._apps[name]
+        except KeyError:
+            raise KeyError(f"no app named {name!r}; apps: {', '.join(sorted(self._apps))}") from None
+
+    def app_names(self) -> Iterable[str]:
+        return list(self._apps)
+
+
+class _Abandoned(Exception):
+    """The grace period ran out: the delivery is left for the transport to redeliver."""

@@ -1,0 +1,437 @@
+"""
+Messages: typed, JSON-shaped data classes with a stable wire name.
+
+Every subclass of L{Message} becomes a keyword-only dataclass and is registered under its
+wire name, so a body read off the wire can be turned back into the right class. Field
+values are checked against their annotations when a message is built and when it is
+decoded, so a bad message is caught where it is made rather than where it is read.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import time
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, Union
+
+from .errors import FieldTypeError, MalformedMessage, MissingField, UnknownMessageType
+
+__all__ = [
+    "Message",
+    "AppErrorOccurredMessage",
+    "HeartbeatMessage",
+    "HeartbeatResponseMessage",
+    "lookup",
+    "registered_types",
+]
+
+M = TypeVar("M", bound="Message")
+
+#: Names an envelope uses; a subclass may not declare fields with these names.
+RESERVED_NAMES = frozenset({"type", "id", "created_at", "correlation_id", "data"})
+
+_registry: dict[str, type[Message]] = {}
+
+
+def lookup(wire_name: str) -> type[Message]:
+    """The class registered under C{wire_name}; L{UnknownMessageType} if there is none."""
+    try:
+        return _registry[wire_name]
+    except KeyError:
+        raise UnknownMessageType(f"unknown message type {wire_name!r}") from None
+
+
+def registered_types() -> dict[str, type[Message]]:
+    """A copy of the registry: wire name to class."""
+    return dict(_registry)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- field checking -------------------------------------------------------------------
+
+# A checker takes the value and the field path (for error text) and answers the value
+# to store, converted where JSON is looser than Python (an int for a float field, a
+# nested envelope for a message field).
+Checker = Callable[[Any, str], Any]
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _expected(kind: str) -> Checker:
+    def fail(value: Any, path: str) -> Any:
+        raise FieldTypeError(f"field {path!r}: expected {kind}, got {_describe(value)}")
+
+    return fail
+
+
+def _check_int(value: Any, path: str) -> Any:
+    if type(value) is int:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return _expected("int")(value, path)
+
+
+def _check_float(value: Any, path: str) -> Any:
+    if type(value) is float:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return _expected("float")(value, path)
+
+
+def _check_exact(kind: type) -> Checker:
+    def check(value: Any, path: str) -> Any:
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            return value
+        return _expected(kind.__name__)(value, path)
+
+    return check
+
+
+def _check_none(value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    return _expected("null")(value, path)
+
+
+def _check_any(value: Any, path: str) -> Any:
+    return value
+
+
+def _check_list(item: Checker, kind: str) -> Checker:
+    def check(value: Any, path: str) -> Any:
+        if not isinstance(value, (list, tuple)):
+            return _expected(kind)(value, path)
+        return [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+    return check
+
+
+def _check_dict(item: Checker, kind: str) -> Checker:
+    def check(value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            return _expected(kind)(value, path)
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise FieldTypeError(f"field {path!r}: keys must be str, got {_describe(k)}")
+            out[k] = item(v, f"{path}.{k}")
+        return out
+
+    return check
+
+
+def _check_union(options: list[Checker], kind: str) -> Checker:
+    def check(value: Any, path: str) -> Any:
+        for option in options:
+            try:
+                return option(value, path)
+            except FieldTypeError:
+                continue
+        return _expected(kind)(value, path)
+
+    return check
+
+
+def _check_optional(inner: Checker) -> Checker:
+    """C{X | None}: None, or whatever C{X} accepts, with C{X}'s own error text."""
+
+    def check(value: Any, path: str) -> Any:
+        return None if value is None else inner(value, path)
+
+    return check
+
+
+def _check_message(cls: type[Message]) -> Checker:
+    def check(value: Any, path: str) -> Any:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            try:
+                return cls.from_dict(value)
+            except (MalformedMessage, UnknownMessageType, MissingField, FieldTypeError) as e:
+                raise FieldTypeError(f"field {path!r}: {e}") from None
+        return _expected(cls.__name__)(value, path)
+
+    return check
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _checker_for(annotation: Any, owner: str) -> Checker:
+    if annotation is Any or annotation is object:
+        return _check_any
+    if annotation is None or annotation is type(None):
+        return _check_none
+    if annotation is int:
+        return _check_int
+    if annotation is float:
+        return _check_float
+    if annotation in (str, bool):
+        return _check_exact(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, Message):
+        return _check_message(annotation)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    kind = _type_name(annotation)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise TypeError(f"{owner}: only tuple[T, ...] is supported, not {kind}")
+        return _check_list(_checker_for(args[0], owner) if args else _check_any, kind)
+    if origin is dict:
+        if args and args[0] is not str:
+            raise TypeError(f"{owner}: dict keys must be str on the wire, not {kind}")
+        return _check_dict(_checker_for(args[1], owner) if args else _check_any, kind)
+    if origin is Union or origin is types.UnionType:
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and len(args) == 2:
+            return _check_optional(_checker_for(others[0], owner))
+        return _check_union([_checker_for(a, owner) for a in args], kind)
+    if annotation is list:
+        return _check_list(_check_any, "list")
+    if annotation is dict:
+        return _check_dict(_check_any, "dict")
+    raise TypeError(
+        f"{owner}: field type {kind} cannot travel as JSON; use int, float, str, bool, "
+        "None, Any, list[...], dict[str, ...], a union of these, or a Message class"
+    )
+
+
+def _to_json(value: Any) -> Any:
+    """Values as JSON can carry them: nested messages become envelopes."""
+    if isinstance(value, Message):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+class _Plan:
+    """Per-class field plan, built on first use so forward references can resolve."""
+
+    __slots__ = ("fields", "required", "needs_conversion")
+
+    def __init__(self, cls: type[Message]) -> None:
+        hints = typing.get_type_hints(cls)
+        owner = cls.__qualname__
+        self.fields: list[tuple[str, Checker]] = []
+        self.required: set[str] = set()
+        plain = {int, float, str, bool, type(None)}
+        self.needs_conversion: list[str] = []
+        for f in dataclasses.fields(cls):
+            if f.name in _ENVELOPE_FIELDS:
+                continue
+            annotation = hints[f.name]
+            self.fields.append((f.name, _checker_for(annotation, f"{owner}.{f.name}")))
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.required.add(f.name)
+            if annotation not in plain:
+                self.needs_conversion.append(f.name)
+
+
+def _plan(cls: type[Message]) -> _Plan:
+    plan = cls.__dict__.get("_scbus_plan")
+    if plan is None:
+        plan = _Plan(cls)
+        cls._scbus_plan = plan
+    return plan
+
+
+# --- the base class -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(kw_only=True)
+class Message:
+    """
+    Base of every message.
+
+    Declare fields as class annotations; subclasses become keyword-only dataclasses::
+
+        class Tick(Message):
+            count: int
+
+    The wire name defaults to C{module.QualName}; pass C{wire_name="..."} in the class
+    statement to keep it stable across refactors (C{class Tick(Message, wire_name="clock.Tick")}).
+    C{id}, C{created_at} (Unix time) and C{correlation_id} are set for you; the bus copies a
+    handled message's correlation id (or its id) onto the messages its handler returns.
+    """
+
+    wire_name: ClassVar[str] = "scbus.Message"
+
+    id: str = dataclasses.field(default_factory=_new_id, repr=False, compare=False)
+    created_at: float = dataclasses.field(default_factory=time.time, repr=False, compare=False)
+    correlation_id: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __init_subclass__(cls, wire_name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        clash = RESERVED_NAMES.intersection(cls.__dict__.get("__annotations__", {}))
+        if clash:
+            raise TypeError(
+                f"{cls.__qualname__}: field name(s) {sorted(clash)} are reserved for the envelope"
+            )
+        dataclasses.dataclass(kw_only=True)(cls)
+        name = wire_name or f"{cls.__module__}.{cls.__qualname__}"
+        previous = _registry.get(name)
+        if previous is not None and (
+            previous.__module__ != cls.__module__ or previous.__qualname__ != cls.__qualname__
+        ):
+            raise TypeError(
+                f"wire name {name!r} of {cls.__module__}.{cls.__qualname__} is already taken "
+                f"by {previous.__module__}.{previous.__qualname__}"
+            )
+        cls.wire_name = name
+        _registry[name] = cls
+
+    def __post_init__(self) -> None:
+        plan = _plan(type(self))
+        values = self.__dict__
+        try:
+            for name, check in plan.fields:
+                values[name] = check(values[name], name)
+        except FieldTypeError as e:
+            raise FieldTypeError(f"{type(self).__qualname__}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope: type name, id, created_at, correlation_id and the fields as data."""
+        plan = _plan(type(self))
+        values = self.__dict__
+        data = {name: values[name] for name, _ in plan.fields}
+        for name in plan.needs_conversion:
+            data[name] = _to_json(data[name])
+        return {
+            "type": self.wire_name,
+            "id": self.id,
+            "created_at": self.created_at,
+            "correlation_id": self.correlation_id,
+            "data": data,
+        }
+
+    @classmethod
+    def from_dict(cls: type[M], envelope: Any) -> M:
+        """
+        Build a message from its envelope, checking every field.
+
+        Called on L{Message}, any registered type is accepted; called on a subclass, the
+        envelope's type must be that class or one of its subclasses.
+        """
+        if not isinstance(envelope, dict):
+            raise MalformedMessage(
+                f"a message must be a JSON object, got {type(envelope).__name__}"
+            )
+        wire_name = envelope.get("type")
+        if not isinstance(wire_name, str):
+            raise MalformedMessage("the envelope has no string 'type'")
+        target = lookup(wire_name)
+        if not issubclass(target, cls):
+            raise UnknownMessageType(
+                f"message type {wire_name!r} is not a {cls.wire_name!r} message"
+            )
+        message_id = envelope.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            raise MalformedMessage(f"{wire_name}: the envelope has no string 'id'")
+        created_at = envelope.get("created_at")
+        if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+            raise MalformedMessage(f"{wire_name}: 'created_at' must be a number (Unix time)")
+        correlation_id = envelope.get("correlation_id")
+        if correlation_id is not None and not isinstance(correlation_id, str):
+            raise MalformedMessage(f"{wire_name}: 'correlation_id' must be a string or null")
+        data = envelope.get("data", {})
+        if not isinstance(data, dict):
+            raise MalformedMessage(f"{wire_name}: 'data' must be a JSON object")
+        plan = _plan(target)
+        missing = plan.required.difference(data)
+        if missing:
+            raise MissingField(f"{wire_name}: missing field(s) {', '.join(sorted(missing))}")
+        message = target.__new__(target)
+        values = message.__dict__
+        values["id"] = message_id
+        values["created_at"] = float(created_at)
+        values["correlation_id"] = correlation_id
+        defaults = _defaults(target)
+        for name, check in plan.fields:
+            if name in data:
+                try:
+                    values[name] = check(data[name], name)
+                except FieldTypeError as e:
+                    raise FieldTypeError(f"{wire_name}: {e}") from None
+            else:
+                values[name] = defaults[name]()
+        return message
+
+
+def _defaults(cls: type[Message]) -> dict[str, Callable[[], Any]]:
+    cached = cls.__dict__.get("_scbus_defaults")
+    if cached is None:
+        cached = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                cached[f.name] = lambda v=f.default: v
+            elif f.default_factory is not dataclasses.MISSING:
+                cached[f.name] = f.default_factory
+        cls._scbus_defaults = cached
+    return cached
+
+
+_ENVELOPE_FIELDS = frozenset({"id", "created_at", "correlation_id"})
+Message.wire_name = "scbus.Message"
+_registry["scbus.Message"] = Message
+
+
+# --- the bus's own messages -----------------------------------------------------------
+
+
+class AppErrorOccurredMessage(Message, wire_name="scbus.AppErrorOccurred"):
+    """
+    A handler raised, or returned something that is not a message.
+
+    Data only: the failed message as its envelope, the error text and type name, the
+    traceback as frames (file, line, function, source), and the log records captured
+    during that one call. A receiver never imports or calls anything from it.
+    """
+
+    app_name: str
+    message: dict[str, Any] | None
+    error: str
+    error_type: str
+    traceback: list[dict[str, Any]]
+    log: list[dict[str, Any]]
+    handler: str = ""
+    interval: float | None = None
+
+
+class HeartbeatMessage(Message, wire_name="scbus.Heartbeat"):
+    """
+    Sent through an app's queue like any message; the bus answers for the app.
+
+    Because it waits its turn, the answer's delay measures the app's backlog (load), not
+    whether the process is alive.
+    """
+
+    app_name: str | None = None
+
+
+class HeartbeatResponseMessage(Message, wire_name="scbus.HeartbeatResponse"):
+    """The bus's answer to a L{HeartbeatMessage}: who answered and how long it waited."""
+
+    app_name: str
+    heartbeat_id: str
+    queued_seconds: float = 0.0
+    handled: int = 0
+    errors: int = 0

@@ -1,0 +1,93 @@
+"""
+twistd's entry point: C{twistd -n scbus --config=scbus.toml}.
+
+The config is read, and every app's builder imported and called, while the command line
+is parsed, so a bad file stops twistd with one line and a non-zero exit before anything
+listens or connects.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from .config import Config, build_subscriptions, load_config
+from .errors import ConfigError
+
+__all__ = ["Options", "makeService", "make_bus_service"]
+
+
+class Options(usage.Options):
+    synopsis = "--config=FILE"
+    longdesc = (
+        "Run the scbus message bus with the apps, transport and console that FILE (TOML) "
+        "names. See the README and docs/config.md."
+    )
+    optParameters = [["config", "c", None, "Path of the TOML configuration file (required)."]]
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config=FILE is required")
+        try:
+            config = load_config(self["config"])
+            subscriptions = {
+                name: build_subscriptions(config, app)
+                for name, app in config.apps.items()
+                if app.enabled
+            }
+            if not subscriptions:
+                raise ConfigError(config.source, "apps", "no enabled app to run")
+        except ConfigError as e:
+            sys.stderr.write(f"scbus: {e}\n")
+            raise SystemExit(2) from None
+        self.loaded = (config, subscriptions)
+
+
+def make_transport(config: Config, reactor: Any = None) -> Any:
+    """The transport the config names."""
+    if config.transport.type == "local":
+        from .transports.local import LocalTransport
+
+        return LocalTransport(reactor, max_message_size=config.transport.max_message_size)
+    raise ConfigError(config.source, "transport.type", f"unknown transport {config.transport.type!r}")
+
+
+def make_bus_service(
+    config: Config, subscriptions: dict[str, Any], reactor: Any = None
+) -> MultiService:
+    """Transport, main bus and console in one service, started and stopped in that order."""
+    from .appbus import ApplicationMessageBus
+    from .console import make_console_service
+    from .mainbus import MainMessageBus
+
+    top = MultiService()
+    transport = make_transport(config, reactor)
+    if IService.providedBy(transport):
+        transport.setServiceParent(top)
+    bus = MainMessageBus(
+        config.bus.name, transport, reactor=reactor, grace_period=config.bus.grace_period
+    )
+    for name, subs in subscriptions.items():
+        app = config.apps[name]
+        app_bus = ApplicationMessageBus(name, subs, threads=app.threads, reactor=reactor)
+        bus.add_app(name, app_bus, subs, max_in_flight=app.max_in_flight)
+    bus.setServiceParent(top)
+    if config.console.enabled:
+        try:
+            make_console_service(bus, config.console).setServiceParent(top)
+        except ConfigError as e:
+            sys.stderr.write(f"scbus: {e}\n")
+            raise SystemExit(2) from None
+    top.bus = bus  # type: ignore[attr-defined]
+    return top
+
+
+def makeService(options: Options) -> MultiService:
+    from .logbridge import route_stdlib_logging
+
+    config, subscriptions = options.loaded
+    route_stdlib_logging(config.bus.log_level)
+    return make_bus_service(config, subscriptions)

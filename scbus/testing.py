@@ -1,0 +1,142 @@
+"""
+Helpers for testing your own apps: the real bus on the in-memory transport and a fake
+clock, so handlers, idle handlers and chains of apps run deterministically, with no
+reactor and no sleeping.
+
+    from scbus.testing import BusHarness
+    from apps.clock import Tick, make_clock
+
+    def test_clock_ticks_every_five_seconds():
+        harness = BusHarness()
+        harness.add_app("clock", make_clock, config={"every": 5})
+        harness.start()
+        harness.advance(10)
+        assert [t.count for t in harness.sent_of(Tick)] == [1, 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from .appbus import ApplicationMessageBus
+from .mainbus import AppStatus, MainMessageBus
+from .message import AppErrorOccurredMessage, Message
+from .transports.local import LocalTransport
+
+__all__ = ["BusHarness", "result_of", "run_handler"]
+
+M = TypeVar("M", bound=Message)
+
+#: Rounds of "run what is due now" before flush() decides the apps never go quiet.
+MAX_FLUSH_ROUNDS = 100_000
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that has already fired; raises its failure; errors if pending."""
+    outcome: list[Any] = []
+    d.addBoth(outcome.append)
+    if not outcome:
+        raise AssertionError(f"{d!r} has not fired (is the handler waiting on a real reactor?)")
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
+def run_handler(
+    builder: Callable[..., Any],
+    message: Message,
+    *,
+    config: dict[str, Any] | None = None,
+    root_config: dict[str, Any] | None = None,
+    name: str = "app",
+) -> list[Message]:
+    """Build one app and hand it one message; answers what it returns (errors included)."""
+    subscriptions = builder(name, root_config or {}, config or {})
+    app = ApplicationMessageBus(name, subscriptions, reactor=Clock())
+    return result_of(app.handle(message))
+
+
+class BusHarness:
+    """
+    Apps on a L{LocalTransport} driven by a L{Clock}.
+
+    Thread-pool apps run their handlers inline here, so tests stay deterministic.
+    """
+
+    def __init__(self, *, max_message_size: int | None = None) -> None:
+        self.clock = Clock()
+        self.transport = LocalTransport(self.clock, max_message_size=max_message_size, record=True)
+        self.bus = MainMessageBus("test", self.transport, reactor=self.clock, grace_period=0)
+
+    def add_app(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        config: dict[str, Any] | None = None,
+        root_config: dict[str, Any] | None = None,
+        max_in_flight: int = 10,
+    ) -> ApplicationMessageBus:
+        subscriptions = builder(name, root_config or {}, config or {})
+        app = ApplicationMessageBus(name, subscriptions, reactor=self.clock)
+        self.bus.add_app(name, app, subscriptions, max_in_flight=max_in_flight)
+        return app
+
+    def start(self) -> None:
+        self.transport.startService()
+        self.bus.startService()
+        self.flush()
+
+    def stop(self) -> None:
+        d = self.bus.stopService()
+        self.flush()
+        result_of(d)
+        self.transport.stopService()
+
+    def send(self, message: Message) -> None:
+        """Send C{message} as if from another app, and run everything it causes."""
+        result_of(self.transport.send(message))
+        self.flush()
+
+    def flush(self) -> None:
+        """Run everything due now (deliveries, handlers, sends) until nothing is."""
+        for _ in range(MAX_FLUSH_ROUNDS):
+            now = self.clock.seconds()
+            if not any(call.getTime() <= now for call in self.clock.getDelayedCalls()):
+                return
+            self.clock.advance(0)
+        raise AssertionError("the apps never went quiet: do two of them answer each other forever?")
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward, running idle handlers and what they cause on the way."""
+        target = self.clock.seconds() + seconds
+        self.flush()
+        while True:
+            due = [c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= target]
+            if not due:
+                break
+            self.clock.advance(max(0.0, min(due) - self.clock.seconds()))
+            self.flush()
+        self.clock.advance(max(0.0, target - self.clock.seconds()))
+        self.flush()
+
+    @property
+    def sent(self) -> list[Message]:
+        """Every message sent on this bus, in order."""
+        assert self.transport.sent is not None
+        return list(self.transport.sent)
+
+    def sent_of(self, message_type: type[M]) -> list[M]:
+        return [m for m in self.sent if isinstance(m, message_type)]
+
+    @property
+    def errors(self) -> list[AppErrorOccurredMessage]:
+        return self.sent_of(AppErrorOccurredMessage)
+
+    def status(self) -> list[AppStatus]:
+        return result_of(self.bus.status())

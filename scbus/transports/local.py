@@ -1,0 +1,332 @@
+"""
+LocalTransport: the broker's semantics in memory.
+
+It stores encoded bytes, not objects, so a message that could not cross the wire fails
+here too, and each app gets its own decoded copy. A queue per app, routing by class
+including subclasses, at-least-once delivery (what is not acknowledged comes again),
+unrouted and dead-lettered messages kept where an operator can see and replay them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .. import codec
+from ..errors import DecodeError, EncodeError, NotRunning, TransportError, UnknownMessageType
+from ..interfaces import IDelivery, ITransport
+from ..message import Message, lookup
+from .setaside import DEAD, UNROUTED, SetAsideMessage
+
+__all__ = ["LocalTransport", "LocalDelivery"]
+
+log = Logger()
+
+
+@implementer(IDelivery)
+class LocalDelivery:
+    __slots__ = ("_transport", "app_name", "tag", "body", "message", "redelivered", "received_at")
+
+    def __init__(
+        self,
+        transport: LocalTransport,
+        app_name: str,
+        tag: int,
+        body: bytes,
+        message: Message,
+        redelivered: bool,
+        received_at: float,
+    ) -> None:
+        self._transport = transport
+        self.app_name = app_name
+        self.tag = tag
+        self.body = body
+        self.message = message
+        self.redelivered = redelivered
+        self.received_at = received_at
+
+    def ack(self) -> Deferred[None]:
+        return self._transport._settle(self, requeue=False)
+
+    def release(self) -> Deferred[None]:
+        return self._transport._settle(self, requeue=True)
+
+    def __repr__(self) -> str:
+        return f"<LocalDelivery {self.app_name}#{self.tag} {self.message!r}>"
+
+
+class _Queue:
+    __slots__ = ("name", "ready", "unacked", "waiters", "types", "delivered")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: deque[tuple[bytes, bool]] = deque()
+        self.unacked: dict[int, LocalDelivery] = {}
+        self.waiters: deque[Deferred[LocalDelivery]] = deque()
+        self.types: set[type[Message]] = set()
+        self.delivered = 0
+
+
+@implementer(ITransport)
+class LocalTransport(Service):
+    """
+    In-memory transport for one process; the embedded default.
+
+    @param max_message_size: bodies larger than this are dead-lettered (None: no limit).
+    @param record: keep every message sent in C{self.sent}, for tests.
+    """
+
+    name = "transport"
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        max_message_size: int | None = None,
+        record: bool = False,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: PLC0415
+        self._reactor = reactor
+        self._queues: dict[str, _Queue] = {}
+        self._routes: dict[type[Message], tuple[_Queue, ...]] = {}
+        self._tags = itertools.count(1)
+        self._wake_pending: set[_Queue] = set()
+        self._wake_call: Any = None
+        self.max_message_size = max_message_size
+        self.unrouted: list[SetAsideMessage] = []
+        self.dead_letters: list[SetAsideMessage] = []
+        self.sent: list[Message] | None = [] if record else None
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<LocalTransport queues={sorted(self._queues)}>"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        self._stopped = False
+        super().startService()
+
+    def stopService(self) -> None:
+        """Like a closed connection: whatever was delivered and not acknowledged comes back."""
+        self._stopped = True
+        self.recover()
+        return super().stopService()
+
+    def recover(self, app_name: str | None = None) -> int:
+        """
+        Put every unacknowledged delivery (of one app, or all) back in its queue, marked
+        redelivered: what the broker does when a consumer's channel closes. Answers how
+        many were put back.
+        """
+        queues = [self._queue(app_name)] if app_name else list(self._queues.values())
+        count = 0
+        for queue in queues:
+            pending = sorted(queue.unacked.values(), key=lambda d: d.tag, reverse=True)
+            queue.unacked.clear()
+            for delivery in pending:
+                queue.ready.appendleft((delivery.body, True))
+            count += len(pending)
+            self._wake(queue)
+        return count
+
+    # --- ITransport -----------------------------------------------------------------------
+
+    def setup(self, app_name: str, message_types: Iterable[type[Message]]) -> Deferred[None]:
+        queue = self._queue(app_name)
+        queue.types.update(message_types)
+        self._routes.clear()
+        return succeed(None)
+
+    def send(self, message: Message) -> Deferred[None]:
+        if self._stopped:
+            return fail(NotRunning("the transport is stopped"))
+        try:
+            body = codec.encode(message)
+        except EncodeError:
+            return fail()
+        if self.sent is not None:
+            self.sent.append(message)
+        self._route(type(message), body)
+        return succeed(None)
+
+    def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
+        if self._stopped:
+            return fail(NotRunning("the transport is stopped"))
+        body = bytes(body)
+        name = type_name or codec.peek_type(body)
+        try:
+            if name is None:
+                codec.decode(body, self.max_message_size)
+                raise UnknownMessageType("the body names no message type")
+            message_type = lookup(name)
+        except DecodeError as e:
+            self._dead_letter(body, e, name, None)
+            return succeed(None)
+        self._route(message_type, body)
+        return succeed(None)
+
+    def retrieve(self, app_name: str) -> Deferred[LocalDelivery]:
+        queue = self._queue(app_name)
+        if not queue.waiters:
+            delivery = self._next_delivery(queue)
+            if delivery is not None:
+                return succeed(delivery)
+        waiter: Deferred[LocalDelivery] = Deferred(lambda d: self._withdraw(queue, d))
+        queue.waiters.append(waiter)
+        return waiter
+
+    def queue_depth(self, app_name: str) -> Deferred[int]:
+        return succeed(len(self._queue(app_name).ready))
+
+    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
+        return succeed(list(self._store(kind)))
+
+    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
+        store = self._store(kind)
+        for entry in store:
+            if entry.id == entry_id:
+                store.remove(entry)
+                if kind == DEAD and entry.app_name in self._queues:
+                    self._enqueue(self._queues[entry.app_name], entry.body, False)
+                    return succeed(True)
+                return self.publish_raw(entry.body, entry.type_name).addCallback(lambda _: True)
+        return succeed(False)
+
+    # --- inspection -----------------------------------------------------------------------
+
+    def unacked(self, app_name: str) -> int:
+        return len(self._queue(app_name).unacked)
+
+    @property
+    def apps(self) -> list[str]:
+        return sorted(self._queues)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _store(self, kind: str) -> list[SetAsideMessage]:
+        if kind == UNROUTED:
+            return self.unrouted
+        if kind == DEAD:
+            return self.dead_letters
+        raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
+
+    def _queue(self, app_name: str) -> _Queue:
+        queue = self._queues.get(app_name)
+        if queue is None:
+            queue = self._queues[app_name] = _Queue(app_name)
+        return queue
+
+    def _targets(self, message_type: type[Message]) -> tuple[_Queue, ...]:
+        targets = self._routes.get(message_type)
+        if targets is None:
+            mro = message_type.__mro__
+            targets = tuple(
+                q for q in self._queues.values() if any(k in q.types for k in mro)
+            )
+            self._routes[message_type] = targets
+        return targets
+
+    def _route(self, message_type: type[Message], body: bytes) -> None:
+        targets = self._targets(message_type)
+        if not targets:
+            entry = SetAsideMessage(
+                body=body,
+                reason=f"no app subscribes to {message_type.wire_name}",
+                code=UNROUTED,
+                type_name=message_type.wire_name,
+            )
+            self.unrouted.append(entry)
+            log.warn(
+                "unrouted: no app subscribes to {type}; kept as {id} (replay it from the "
+                "console once an app subscribes)",
+                type=message_type.wire_name,
+                id=entry.id,
+            )
+            return
+        for queue in targets:
+            self._enqueue(queue, body, False)
+
+    def _enqueue(self, queue: _Queue, body: bytes, redelivered: bool) -> None:
+        queue.ready.append((body, redelivered))
+        if queue.waiters:
+            self._wake(queue)
+
+    def _wake(self, queue: _Queue) -> None:
+        # Waiters are woken from the reactor, never from inside send(): an app's handler
+        # sending to another app must not run that app's handler on its own stack.
+        if not queue.waiters or not queue.ready:
+            return
+        self._wake_pending.add(queue)
+        if self._wake_call is None:
+            self._wake_call = self._reactor.callLater(0, self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        self._wake_call = None
+        pending, self._wake_pending = self._wake_pending, set()
+        for queue in pending:
+            while queue.waiters and queue.ready:
+                delivery = self._next_delivery(queue)
+                if delivery is None:
+                    break
+                queue.waiters.popleft().callback(delivery)
+
+    def _next_delivery(self, queue: _Queue) -> LocalDelivery | None:
+        while queue.ready:
+            body, redelivered = queue.ready.popleft()
+            try:
+                message = codec.decode(body, self.max_message_size)
+            except DecodeError as e:
+                self._dead_letter(body, e, codec.peek_type(body), queue.name)
+                continue
+            tag = next(self._tags)
+            delivery = LocalDelivery(
+                self, queue.name, tag, body, message, redelivered, self._reactor.seconds()
+            )
+            queue.unacked[tag] = delivery
+            queue.delivered += 1
+            return delivery
+        return None
+
+    def _withdraw(self, queue: _Queue, waiter: Deferred[LocalDelivery]) -> None:
+        try:
+            queue.waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def _settle(self, delivery: LocalDelivery, requeue: bool) -> Deferred[None]:
+        queue = self._queues[delivery.app_name]
+        if queue.unacked.pop(delivery.tag, None) is None:
+            return fail(
+                TransportError(
+                    f"delivery {delivery.app_name}#{delivery.tag} is no longer held "
+                    "(recovered or settled); it will be, or was, delivered again"
+                )
+            )
+        if requeue:
+            queue.ready.appendleft((delivery.body, True))
+            self._wake(queue)
+        return succeed(None)
+
+    def _dead_letter(
+        self, body: bytes, error: DecodeError, type_name: str | None, app_name: str | None
+    ) -> None:
+        entry = SetAsideMessage(
+            body=body, reason=str(error), code=error.reason, type_name=type_name, app_name=app_name
+        )
+        self.dead_letters.append(entry)
+        log.error(
+            "dead-lettered {id}{where}: {reason}",
+            id=entry.id,
+            where=f" from {app_name}" if app_name else "",
+            reason=str(error),
+        )
+

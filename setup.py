@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="scbus",
+    version="0.1.0",
+    description="A message bus for Twisted whose applications are plain Python callables",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # find_packages() cannot see twisted.plugins (no __init__.py, on purpose: one would
+    # hide the plugin), so it is listed by name.
+    packages=find_packages(include=["scbus", "scbus.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["scbus_plugin.py"]},
+    install_requires=["Twisted>=24.7", "zope.interface>=6"],
+    extras_require={
+        "ssh": ["Twisted[conch]>=24.7"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["scbus = scbus.cli:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+    ],
+)

@@ -1,0 +1,183 @@
+"""Messages, their fields, the registry and the JSON codec."""
+
+import json
+
+import pytest
+
+from scbus import codec
+from scbus.errors import (
+    EncodeError,
+    FieldTypeError,
+    MalformedMessage,
+    MessageTooLarge,
+    MissingField,
+    UnknownMessageType,
+)
+from scbus.message import AppErrorOccurredMessage, Message, lookup, registered_types
+
+
+class Point(Message, wire_name="test.Point"):
+    x: int
+    y: float = 0.0
+    label: str | None = None
+
+
+class Shape(Message, wire_name="test.Shape"):
+    points: list[Point]
+    tags: dict[str, int] | None = None
+
+
+class Loose(Message, wire_name="test.Loose"):
+    anything: object
+    flags: list[bool] | None = None
+
+
+def roundtrip(message):
+    return codec.decode(codec.encode(message))
+
+
+def test_fields_metadata_and_round_trip():
+    p = Point(x=1, y=2.5, label="a")
+    assert len(p.id) == 32 and p.created_at > 0 and p.correlation_id is None
+    back = roundtrip(p)
+    assert type(back) is Point
+    assert (back.x, back.y, back.label) == (1, 2.5, "a")
+    assert (back.id, back.created_at, back.correlation_id) == (p.id, p.created_at, None)
+
+
+def test_envelope_shape_is_the_documented_one():
+    p = Point(x=3, correlation_id="c1")
+    envelope = json.loads(codec.encode(p))
+    assert envelope == {
+        "type": "test.Point",
+        "id": p.id,
+        "created_at": p.created_at,
+        "correlation_id": "c1",
+        "data": {"x": 3, "y": 0.0, "label": None},
+    }
+
+
+def test_nested_messages_and_containers():
+    s = Shape(points=[Point(x=1), Point(x=2, y=1)], tags={"a": 1})
+    back = roundtrip(s)
+    assert [pt.x for pt in back.points] == [1, 2] and isinstance(back.points[0], Point)
+    assert back.tags == {"a": 1}
+
+
+def test_non_ascii_text_survives():
+    back = roundtrip(Point(x=1, label="José ☃ 漢字"))
+    assert back.label == "José ☃ 漢字"
+
+
+def test_registry_maps_wire_names_to_classes():
+    assert lookup("test.Point") is Point
+    assert registered_types()["scbus.AppErrorOccurred"] is AppErrorOccurredMessage
+    with pytest.raises(UnknownMessageType, match="nope"):
+        lookup("nope")
+
+
+def test_default_wire_name_is_module_and_qualname():
+    class Local(Message):
+        n: int
+
+    assert Local.wire_name == f"{__name__}.test_default_wire_name_is_module_and_qualname.<locals>.Local"
+
+
+def test_a_taken_wire_name_is_refused():
+    with pytest.raises(TypeError, match="already taken"):
+
+        class Other(Message, wire_name="test.Point"):
+            z: int
+
+
+def test_reserved_field_names_are_refused():
+    with pytest.raises(TypeError, match="reserved"):
+
+        class Bad(Message, wire_name="test.BadReserved"):
+            type: str
+
+
+def test_unsupported_field_type_is_refused_on_use():
+    class Odd(Message, wire_name="test.Odd"):
+        when: set
+
+    with pytest.raises(TypeError, match="cannot travel as JSON"):
+        Odd(when=set())
+
+
+def test_constructor_checks_types():
+    with pytest.raises(FieldTypeError, match=r"Point: field 'x': expected int, got str 'one'"):
+        Point(x="one")
+    with pytest.raises(FieldTypeError, match="expected int, got bool"):
+        Point(x=True)
+    assert Point(x=1, y=2).y == 2.0 and isinstance(Point(x=1, y=2).y, float)
+
+
+@pytest.mark.parametrize(
+    "body, error, text",
+    [
+        (b"{", MalformedMessage, "not JSON"),
+        (b"\xff\xfe", MalformedMessage, "not UTF-8"),
+        (b"[1, 2]", MalformedMessage, "must be a JSON object"),
+        (b'{"id": "x"}', MalformedMessage, "no string 'type'"),
+        (b'{"type": "test.Point", "created_at": 1, "data": {"x": 1}}', MalformedMessage, "'id'"),
+        (b'{"type": "test.Point", "id": "i", "created_at": "now", "data": {"x": 1}}', MalformedMessage, "created_at"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": []}', MalformedMessage, "'data'"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": NaN}}', MalformedMessage, "NaN"),
+        (b'{"type": "no.Such", "id": "i", "created_at": 1, "data": {}}', UnknownMessageType, "'no.Such'"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {}}', MissingField, "missing field(s) x"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": "1"}}', FieldTypeError, "field 'x': expected int, got str"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1.5}}', FieldTypeError, "expected int, got float"),
+        (b'{"type": "test.Shape", "id": "i", "created_at": 1, "data": {"points": [{"type": "test.Point"}]}}', FieldTypeError, "points[0]"),
+        (b'{"type": "test.Shape", "id": "i", "created_at": 1, "data": {"points": [], "tags": {"a": "b"}}}', FieldTypeError, "tags.a"),
+        (b"[" * 100000, MalformedMessage, "JSON"),
+    ],
+)
+def test_decode_errors_are_specific(body, error, text):
+    with pytest.raises(error) as info:
+        codec.decode(body)
+    assert text in str(info.value)
+    assert info.value.reason in {"malformed", "unknown-type", "missing-field", "wrong-type"}
+
+
+def test_decode_size_limit():
+    body = codec.encode(Point(x=1, label="a" * 100))
+    with pytest.raises(MessageTooLarge, match="exceeds the limit of 50"):
+        codec.decode(body, max_size=50)
+    assert codec.decode(body, max_size=len(body)).x == 1
+
+
+def test_unknown_extra_fields_are_ignored_for_forward_compatibility():
+    body = b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "new": 2}}'
+    assert codec.decode(body).x == 1
+
+
+def test_from_dict_on_a_subclass_checks_the_type():
+    envelope = Point(x=1).to_dict()
+    assert Point.from_dict(envelope).x == 1
+    with pytest.raises(UnknownMessageType, match="is not a 'test.Shape' message"):
+        Shape.from_dict(envelope)
+
+
+def test_encode_refuses_what_json_cannot_carry():
+    with pytest.raises(EncodeError, match="test.Loose: cannot encode"):
+        codec.encode(Loose(anything={1, 2}))
+    with pytest.raises(EncodeError):
+        codec.encode(Point(x=1, y=float("nan")))
+
+
+def test_peek_type():
+    assert codec.peek_type(codec.encode(Point(x=1))) == "test.Point"
+    assert codec.peek_type(b"junk") is None
+    assert codec.peek_type(b'{"type": 3}') is None
+
+
+def test_no_pickle_anywhere():
+    import pathlib
+
+    import scbus
+
+    root = pathlib.Path(scbus.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "import pickle" not in text and "cPickle" not in text, path
