@@ -1,0 +1,310 @@
+"""MainMessageBus over LocalTransport with a fake clock."""
+
+from datetime import timedelta
+
+import pytest
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+
+from scbus import codec
+from scbus.appbus import ApplicationMessageBus
+from scbus.errors import TransportError
+from scbus.mainbus import PUMP_BUDGET, MainMessageBus
+from scbus.message import AppErrorOccurredMessage, HeartbeatMessage, HeartbeatResponseMessage, Message
+from scbus.testing import result_of
+from scbus.transports.local import LocalTransport
+
+
+class Job(Message, wire_name="test.mainbus.Job"):
+    n: int
+
+
+class Done(Message, wire_name="test.mainbus.Done"):
+    n: int
+
+
+class Weird(Message, wire_name="test.mainbus.Weird"):
+    value: object
+
+
+class HoldingTransport(LocalTransport):
+    """Sends wait until the test releases them, to show nothing is acked before."""
+
+    def __init__(self, clock):
+        super().__init__(clock, record=True)
+        self.holding = []
+        self.hold = False
+
+    def send(self, message):
+        if not self.hold:
+            return super().send(message)
+        d = Deferred()
+        self.holding.append((message, d))
+        return d
+
+    def release_sends(self, error=None):
+        held, self.holding = self.holding, []
+        for message, d in held:
+            if error is None:
+                super().send(message)
+                d.callback(None)
+            else:
+                d.errback(error)
+
+
+class World:
+    def __init__(self, transport_class=LocalTransport, grace=5.0):
+        self.clock = Clock()
+        self.transport = (
+            transport_class(self.clock)
+            if transport_class is HoldingTransport
+            else transport_class(self.clock, record=True)
+        )
+        self.bus = MainMessageBus("main", self.transport, reactor=self.clock, grace_period=grace)
+
+    def add(self, name, subscriptions, **kwargs):
+        threads = kwargs.pop("threads", 0)
+        app = ApplicationMessageBus(name, subscriptions, reactor=self.clock, threads=threads)
+        self.bus.add_app(name, app, subscriptions, **kwargs)
+        return app
+
+    def start(self):
+        self.transport.startService()
+        self.bus.startService()
+        self.flush()
+
+    def flush(self):
+        for _ in range(10000):
+            if not any(c.getTime() <= self.clock.seconds() for c in self.clock.getDelayedCalls()):
+                return
+            self.clock.advance(0)
+        raise AssertionError("never quiet")
+
+    def send(self, *messages):
+        for m in messages:
+            result_of(self.transport.send(m))
+        self.flush()
+
+    def of(self, cls):
+        return [m for m in self.transport.sent if isinstance(m, cls)]
+
+
+def test_a_chain_of_apps_handles_sends_and_acknowledges():
+    w = World()
+    w.add("double", {Job: lambda m: Done(n=m.n * 2)})
+    seen = []
+    w.add("collect", {Done: lambda m: seen.append(m.n)})
+    w.start()
+    w.send(*[Job(n=i) for i in range(5)])
+    assert sorted(seen) == [0, 2, 4, 6, 8]
+    for app in ("double", "collect"):
+        assert w.transport.unacked(app) == 0
+        assert result_of(w.transport.queue_depth(app)) == 0
+    statuses = {s.name: s for s in result_of(w.bus.status())}
+    assert statuses["double"].handled == 5 and statuses["double"].acked == 5
+    assert statuses["collect"].handled == 5
+
+
+def test_acknowledged_only_after_the_results_were_sent():
+    w = World(HoldingTransport)
+    w.add("double", {Job: lambda m: Done(n=m.n)})
+    w.start()
+    w.send(Job(n=1))
+    w.transport.hold = True
+    result_of(w.transport.publish_raw(codec.encode(Job(n=2))))
+    w.flush()
+    assert len(w.transport.holding) == 1
+    assert w.transport.unacked("double") == 1  # handled, not yet sent: not acked
+    w.transport.release_sends()
+    w.flush()
+    assert w.transport.unacked("double") == 0
+
+
+def test_a_failed_send_releases_the_delivery_to_come_again():
+    w = World(HoldingTransport)
+    attempts = []
+    w.add("double", {Job: lambda m: attempts.append(m.n) or Done(n=m.n)})
+    w.transport.hold = True
+    w.start()
+    result_of(LocalTransport.send(w.transport, Job(n=9)))
+    w.flush()
+    w.transport.release_sends(TransportError("broker gone"))
+    w.flush()
+    assert attempts == [9, 9]  # delivered again after the failure
+    w.transport.hold = False
+    w.transport.release_sends()
+    w.flush()
+    status = result_of(w.bus.status())[0]
+    assert status.send_failures == 1 and status.redelivered == 1
+
+
+def test_max_in_flight_is_respected():
+    w = World()
+    pending = []
+
+    def slow(m):
+        d = Deferred()
+        pending.append(d)
+        return d
+
+    w.add("slow", {Job: slow}, max_in_flight=2)
+    w.start()
+    w.send(*[Job(n=i) for i in range(5)])
+    assert len(pending) == 2
+    assert result_of(w.transport.queue_depth("slow")) == 3
+    pending[0].callback(None)
+    w.flush()
+    assert len(pending) == 3
+    for d in pending[1:]:
+        d.callback(None)
+    w.flush()
+    for d in pending[3:]:
+        d.callback(None)
+    w.flush()
+    assert len(pending) == 5 and w.transport.unacked("slow") == 0
+
+
+def test_a_deep_queue_does_not_starve_the_reactor():
+    w = World()
+    handled = []
+    w.add("quick", {Job: lambda m: handled.append(m.n)}, max_in_flight=1)
+    w.start()
+    for i in range(PUMP_BUDGET * 3):
+        result_of(w.transport.send(Job(n=i)))
+    # One reactor turn runs the calls that were due when it began (task.Clock would also
+    # run the ones they schedule, so run just those by hand).
+    due = list(w.clock.getDelayedCalls())
+    for call in due:
+        w.clock.calls.remove(call)
+        call.func(*call.args, **call.kw)
+    assert 0 < len(handled) <= PUMP_BUDGET + 1
+    assert w.clock.getDelayedCalls(), "the rest waits for the next turn"
+    w.flush()
+    assert handled == list(range(PUMP_BUDGET * 3))
+
+
+def test_errors_become_messages_and_the_delivery_is_acknowledged():
+    w = World()
+    w.add("broken", {Job: lambda m: 1 / 0})
+    reports = []
+    w.add("errors", {AppErrorOccurredMessage: reports.append})
+    w.start()
+    w.send(Job(n=1))
+    [report] = reports
+    assert report.app_name == "broken" and report.error_type == "ZeroDivisionError"
+    assert w.transport.unacked("broken") == 0
+
+
+def test_an_unencodable_result_is_the_apps_error():
+    w = World()
+    w.add("weird", {Job: lambda m: Weird(value={1, 2})})
+    reports = []
+    w.add("errors", {AppErrorOccurredMessage: reports.append})
+    w.start()
+    w.send(Job(n=1))
+    [report] = reports
+    assert report.error_type == "scbus.errors.EncodeError"
+    assert "cannot encode" in report.error and report.message["data"] == {"n": 1}
+    assert w.transport.unacked("weird") == 0
+
+
+def test_idle_handlers_run_on_their_interval_and_survive_errors():
+    w = World()
+    runs = []
+
+    def every_ten():
+        runs.append(w.clock.seconds())
+        if len(runs) == 2:
+            raise RuntimeError("second run fails")
+        return Done(n=len(runs))
+
+    w.add("timer", {timedelta(seconds=10): every_ten})
+    w.start()
+    for _ in range(4):
+        w.clock.advance(10)
+        w.flush()
+    assert runs == [10, 20, 30, 40]
+    assert [d.n for d in w.of(Done)] == [1, 3, 4]
+    assert len(w.of(AppErrorOccurredMessage)) == 1
+
+
+def test_pause_and_resume():
+    w = World()
+    seen = []
+    w.add("app", {Job: lambda m: seen.append(m.n), timedelta(seconds=1): lambda: seen.append("idle")})
+    w.start()
+    w.bus.pause("app")
+    w.send(Job(n=1))
+    w.clock.advance(1)
+    w.flush()
+    assert seen == []
+    assert result_of(w.bus.status())[0].paused
+    w.bus.resume("app")
+    w.flush()
+    assert seen == [1]
+    with pytest.raises(KeyError, match="no app named 'nope'"):
+        w.bus.pause("nope")
+
+
+def test_heartbeats_pass_through_the_queue():
+    w = World()
+    w.add("app", {Job: lambda m: None})
+    answers = []
+    w.add("monitor", {HeartbeatResponseMessage: answers.append})
+    w.start()
+    w.send(HeartbeatMessage(app_name="app"))
+    assert [a.app_name for a in answers] == ["app"]
+
+
+def test_stop_waits_for_in_flight_within_the_grace_period():
+    w = World(grace=5.0)
+    pending = {}
+
+    def slow(m):
+        pending[m.n] = Deferred()
+        return pending[m.n]
+
+    w.add("slow", {Job: slow}, max_in_flight=3)
+    w.start()
+    w.send(Job(n=1), Job(n=2), Job(n=3), Job(n=4))
+    stopped = w.bus.stopService()
+    assert not stopped.called
+    pending[1].callback(None)  # finishes in time: acknowledged
+    w.flush()
+    w.clock.advance(5)  # 2 and 3 are still running: left unacknowledged
+    assert stopped.called
+    assert w.transport.unacked("slow") == 2
+    pending[2].callback(Done(n=2))  # finishing late sends nothing and acks nothing
+    w.flush()
+    assert w.of(Done) == []
+    assert w.transport.unacked("slow") == 2
+    w.transport.stopService()  # the connection closes: they go back to the queue
+    assert result_of(w.transport.queue_depth("slow")) == 3
+
+
+def test_stop_with_nothing_in_flight_is_immediate():
+    w = World()
+    w.add("app", {Job: lambda m: None})
+    w.start()
+    assert w.bus.stopService().called
+
+
+def test_apps_added_while_running_start_at_once():
+    w = World()
+    w.add("first", {Job: lambda m: None})
+    w.start()
+    seen = []
+    w.add("late", {Done: seen.append})
+    w.flush()
+    w.send(Done(n=1))
+    assert [d.n for d in seen] == [1]
+    with pytest.raises(ValueError, match="already added"):
+        w.add("late", {Done: seen.append})
+
+
+def test_setup_failure_is_logged_not_raised():
+    w = World()
+    w.transport.setup = lambda name, types: fail(TransportError("no broker"))
+    w.add("app", {Job: lambda m: None})
+    w.start()
+    assert not w.bus._apps["app"].ready
