@@ -94,6 +94,31 @@ class PasswordHashChecker:
         return username.encode("utf-8")
 
 
+class _TelnetBootstrap(telnet.TelnetBootstrapProtocol):
+    """
+    Twisted's bootstrap, minus the critical-level traceback it logs whenever a client
+    declines an option (line mode, window size): plain clients do, and the manhole works.
+    """
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        transport.negotiationMap[telnet.NAWS] = self.telnet_NAWS
+        transport.negotiationMap[telnet.LINEMODE] = self.telnet_LINEMODE
+        for option in (telnet.LINEMODE, telnet.NAWS, telnet.SGA):
+            transport.do(option).addErrback(self._declined, option)
+        transport.will(telnet.ECHO).addErrback(self._declined, telnet.ECHO)
+        self.protocol = self.protocolFactory(*self.protocolArgs, **self.protocolKwArgs)
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            self.protocol.factory = factory
+        self.protocol.makeConnection(self)
+
+    @staticmethod
+    def _declined(failure: Any, option: bytes) -> None:
+        failure.trap(telnet.OptionRefused, telnet.AlreadyNegotiating, telnet.AlreadyEnabled)
+        log.debug("console: telnet client declined option {option!r}", option=option)
+
+
 @implementer(portal.IRealm)
 class _TelnetRealm:
     def __init__(self, namespace: dict[str, Any]) -> None:
@@ -101,7 +126,7 @@ class _TelnetRealm:
 
     def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> Any:
         if telnet.ITelnetProtocol in interfaces:
-            proto = telnet.TelnetBootstrapProtocol(
+            proto = _TelnetBootstrap(
                 insults.ServerProtocol, manhole.ColoredManhole, self.namespace
             )
             return telnet.ITelnetProtocol, proto, lambda: None
