@@ -1,0 +1,162 @@
+"""
+LocalTransport throughput: handled messages per second through the real bus (real
+reactor, in-memory transport), against plain loops calling the same handlers in the same
+run. Not a test: numbers vary by machine; the ratios are what to compare.
+
+    python -m bench.local_throughput [--messages 50000] [--repeat 3]
+
+Cases:
+  noop   one app whose handler returns None
+  chain  three apps: A answers each Job with a Step, B answers each Step with a Done,
+         C consumes Done (three handler calls, two sends per input message)
+Baselines, in the same process:
+  plain        a loop calling the same handlers directly
+  plain+json   the same loop, also encoding and decoding every message as the bus does
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+
+from twisted.internet import reactor
+
+from scbus import codec
+from scbus.appbus import ApplicationMessageBus
+from scbus.mainbus import MainMessageBus
+from scbus.message import Message
+from scbus.transports.local import LocalTransport
+
+
+class Job(Message, wire_name="bench.Job"):
+    n: int
+
+
+class Step(Message, wire_name="bench.Step"):
+    n: int
+
+
+class Done(Message, wire_name="bench.Done"):
+    n: int
+
+
+def noop_handlers():
+    return {"noop": {Job: lambda m: None}}
+
+
+def chain_handlers():
+    return {
+        "a": {Job: lambda m: Step(n=m.n)},
+        "b": {Step: lambda m: Done(n=m.n)},
+        "c": {Done: lambda m: None},
+    }
+
+
+def plain(handlers, messages, with_json):
+    """Call the handlers directly, following what each returns."""
+    by_type = {}
+    for subs in handlers.values():
+        by_type.update(subs)
+    start = time.perf_counter()
+    pending = list(messages)
+    count = 0
+    while pending:
+        message = pending.pop()
+        if with_json:
+            message = codec.decode(codec.encode(message))
+        count += 1
+        out = by_type[type(message)](message)
+        if out is not None:
+            pending.append(out)
+    return time.perf_counter() - start, count
+
+
+def through_the_bus(handlers, messages, expected_calls):
+    """Queue everything, start the bus, stop the clock when every handler call is acked."""
+    transport = LocalTransport(reactor)
+    bus = MainMessageBus("bench", transport, reactor=reactor)
+    apps = {}
+    for name, subs in handlers.items():
+        apps[name] = ApplicationMessageBus(name, subs, reactor=reactor)
+        bus.add_app(name, apps[name], subs, max_in_flight=10)
+        transport.setup(name, apps[name].message_types)
+    for m in messages:
+        transport.send(m)
+    done = {}
+
+    def check():
+        acked = sum(app.acked for app in bus._apps.values())
+        if acked >= expected_calls:
+            done["t"] = time.perf_counter()
+            reactor.crash()
+        else:
+            reactor.callLater(0.001, check)
+
+    start = time.perf_counter()
+    transport.startService()
+    bus.startService()
+    reactor.callLater(0, check)
+    reactor.run()
+    elapsed = done["t"] - start
+    bus.stopService()
+    transport.stopService()
+    return elapsed, sum(app.handled for app in apps.values())
+
+
+def run(messages_per_case: int, repeat: int) -> dict:
+    results = {}
+    for case, make, calls_per_message in (("noop", noop_handlers, 1), ("chain", chain_handlers, 3)):
+        figures = {"bus": [], "plain": [], "plain+json": []}
+        for _ in range(repeat):
+            messages = [Job(n=i) for i in range(messages_per_case)]
+            gc.collect()
+            t, count = plain(make(), messages, False)
+            assert count == messages_per_case * calls_per_message
+            figures["plain"].append(t)
+            t, count = plain(make(), messages, True)
+            figures["plain+json"].append(t)
+            gc.collect()
+            t, count = through_the_bus(make(), messages, messages_per_case * calls_per_message)
+            assert count == messages_per_case * calls_per_message, count
+            figures["bus"].append(t)
+        best = {k: min(v) for k, v in figures.items()}
+        n = messages_per_case
+        results[case] = {
+            "messages": n,
+            "handler_calls": n * calls_per_message,
+            "bus_msgs_per_s": round(n / best["bus"]),
+            "plain_msgs_per_s": round(n / best["plain"]),
+            "plain_json_msgs_per_s": round(n / best["plain+json"]),
+            "bus_vs_plain": round(best["plain"] / best["bus"], 4),
+            "bus_vs_plain_json": round(best["plain+json"] / best["bus"], 3),
+            "overhead_us_per_handler_call": round(
+                (best["bus"] - best["plain"]) / (n * calls_per_message) * 1e6, 2
+            ),
+            "bus_spread_s": [round(min(figures["bus"]), 3), round(statistics.median(figures["bus"]), 3)],
+        }
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    results = run(args.messages, args.repeat)
+    print(json.dumps(results, indent=2))
+    for case, r in results.items():
+        print(
+            f"{case:6} bus {r['bus_msgs_per_s']:>9,} msg/s | plain {r['plain_msgs_per_s']:>10,} | "
+            f"plain+json {r['plain_json_msgs_per_s']:>9,} | bus/plain+json {r['bus_vs_plain_json']:.2f} | "
+            f"overhead {r['overhead_us_per_handler_call']} us per handler call",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
