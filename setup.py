@@ -14,10 +14,11 @@ setup(
     # hide the plugin), so it is listed by name.
     packages=find_packages(include=["scbus", "scbus.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["scbus_plugin.py"]},
-    install_requires=["Twisted>=24.7", "zope.interface>=6"],
+    install_requires=["Twisted>=24.7", "zope.interface>=6", "pika>=1.4,<2"],
     extras_require={
         "ssh": ["Twisted[conch]>=24.7"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6"],
+        "tls": ["Twisted[tls]>=24.7"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "Twisted[tls]>=24.7"],
     },
     entry_points={"console_scripts": ["scbus = scbus.cli:main"]},
     classifiers=[

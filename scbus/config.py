@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
-TRANSPORTS = ("local",)
+TRANSPORTS = ("local", "amqp")
 
 
 @dataclasses.dataclass

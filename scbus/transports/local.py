@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import codec
-from ..errors import DecodeError, EncodeError, NotRunning, TransportError, UnknownMessageType
+from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
 from ..interfaces import IDelivery, ITransport
 from ..message import Message, lookup
 from .setaside import DEAD, UNROUTED, SetAsideMessage
@@ -163,13 +163,13 @@ class LocalTransport(Service):
             return fail(NotRunning("the transport is stopped"))
         body = bytes(body)
         name = type_name or codec.peek_type(body)
+        if name is None:
+            return fail(MalformedMessage("cannot tell the message type of this body; pass type_name"))
         try:
-            if name is None:
-                codec.decode(body, self.max_message_size)
-                raise UnknownMessageType("the body names no message type")
             message_type = lookup(name)
-        except DecodeError as e:
-            self._dead_letter(body, e, name, None)
+        except UnknownMessageType:
+            # No app can subscribe to a type nobody here knows: as on the broker, unrouted.
+            self._keep_unrouted(body, name)
             return succeed(None)
         self._route(message_type, body)
         return succeed(None)
@@ -238,22 +238,22 @@ class LocalTransport(Service):
     def _route(self, message_type: type[Message], body: bytes) -> None:
         targets = self._targets(message_type)
         if not targets:
-            entry = SetAsideMessage(
-                body=body,
-                reason=f"no app subscribes to {message_type.wire_name}",
-                code=UNROUTED,
-                type_name=message_type.wire_name,
-            )
-            self.unrouted.append(entry)
-            log.warn(
-                "unrouted: no app subscribes to {type}; kept as {id} (replay it from the "
-                "console once an app subscribes)",
-                type=message_type.wire_name,
-                id=entry.id,
-            )
+            self._keep_unrouted(body, message_type.wire_name)
             return
         for queue in targets:
             self._enqueue(queue, body, False)
+
+    def _keep_unrouted(self, body: bytes, type_name: str) -> None:
+        entry = SetAsideMessage(
+            body=body, reason=f"no app subscribes to {type_name}", code=UNROUTED, type_name=type_name
+        )
+        self.unrouted.append(entry)
+        log.warn(
+            "unrouted: no app subscribes to {type}; kept as {id} (replay it from the "
+            "console once an app subscribes)",
+            type=type_name,
+            id=entry.id,
+        )
 
     def _enqueue(self, queue: _Queue, body: bytes, redelivered: bool) -> None:
         queue.ready.append((body, redelivered))

@@ -1,0 +1,121 @@
+"""
+The seam between the AMQP transport and an AMQP client library.
+
+The transport speaks only these interfaces, so a second client (txAMQP) can plug in
+beside pika's Twisted adapter. Everything is deferred-based; a channel's Deferreds fail
+when the channel or connection closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+__all__ = [
+    "Properties",
+    "RawDelivery",
+    "IAMQPConnection",
+    "IAMQPChannel",
+    "IAMQPConsumer",
+    "PublishRefused",
+    "PublishReturned",
+]
+
+
+class PublishRefused(Exception):
+    """The broker answered a publish with basic.nack."""
+
+
+class PublishReturned(Exception):
+    """The broker returned a mandatory publish: nothing could route it."""
+
+
+@dataclasses.dataclass
+class Properties:
+    """The basic properties scbus reads and writes."""
+
+    content_type: str | None = None
+    delivery_mode: int | None = None
+    message_id: str | None = None
+    correlation_id: str | None = None
+    timestamp: int | None = None
+    type: str | None = None
+    app_id: str | None = None
+    headers: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class RawDelivery:
+    """A message as the broker handed it over, before decoding."""
+
+    channel: IAMQPChannel
+    delivery_tag: int
+    redelivered: bool
+    exchange: str
+    routing_key: str
+    properties: Properties
+    body: bytes
+
+
+class IAMQPConnection(Interface):
+    lost = Attribute("A Deferred that fires (with the reason) when the connection is gone.")
+
+    def channel():
+        """Open a channel. Answers a Deferred of an L{IAMQPChannel}."""
+
+    def close():
+        """Close the connection. Answers a Deferred."""
+
+
+class IAMQPConsumer(Interface):
+    tag = Attribute("The consumer tag.")
+    buffered = Attribute("How many deliveries arrived (prefetch) and wait for get().")
+
+    def get():
+        """
+        Answers a cancellable Deferred of the next L{RawDelivery}; fails when the channel
+        closes or the broker cancels the consumer.
+        """
+
+
+class IAMQPChannel(Interface):
+    is_open = Attribute("True until the channel closes.")
+    closed = Attribute("A Deferred that fires (with the reason) when the channel closes.")
+
+    def confirm():
+        """Turn on publisher confirms. Answers a Deferred."""
+
+    def exchange_declare(name, kind, durable=True, arguments=None):
+        """Answers a Deferred."""
+
+    def queue_declare(name, durable=True, exclusive=False, auto_delete=False, arguments=None, passive=False):
+        """Answers a Deferred firing with the queue's message count."""
+
+    def queue_bind(queue, exchange, routing_key=""):
+        """Answers a Deferred."""
+
+    def qos(prefetch_count):
+        """Answers a Deferred."""
+
+    def consume(queue, exclusive=False):
+        """Answers a Deferred of an L{IAMQPConsumer}."""
+
+    def publish(exchange, routing_key, body, properties, mandatory=False):
+        """
+        Answers a Deferred that fires when the broker confirmed the message (on a channel
+        with confirms), and fails with L{PublishRefused} or L{PublishReturned}.
+        """
+
+    def get(queue):
+        """basic.get: answers a Deferred of a L{RawDelivery}, or None when the queue is empty."""
+
+    def ack(delivery_tag, multiple=False):
+        """Acknowledge (no answer: AMQP does not confirm acks)."""
+
+    def nack(delivery_tag, requeue=True):
+        """Give a delivery back (requeue) or dead-letter it (no requeue)."""
+
+    def close():
+        """Close the channel; unacknowledged deliveries go back to their queues."""

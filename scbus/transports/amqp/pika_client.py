@@ -1,0 +1,196 @@
+"""
+The AMQP client seam on pika's Twisted adapter (pika >= 1.4, < 2).
+
+pika logs through stdlib logging (routed into twisted.logger by scbus.logbridge).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika
+from pika import exceptions as pika_errors
+from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory
+from zope.interface import implementer
+
+from .client import (
+    IAMQPChannel,
+    IAMQPConnection,
+    IAMQPConsumer,
+    Properties,
+    PublishRefused,
+    PublishReturned,
+    RawDelivery,
+)
+from .settings import AMQPSettings
+
+__all__ = ["PikaConnection", "pika_factory"]
+
+
+def _to_pika(p: Properties) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=p.content_type,
+        delivery_mode=p.delivery_mode,
+        message_id=p.message_id,
+        correlation_id=p.correlation_id,
+        timestamp=p.timestamp,
+        type=p.type,
+        app_id=p.app_id,
+        headers=p.headers,
+    )
+
+
+def _from_pika(p: pika.BasicProperties) -> Properties:
+    return Properties(
+        content_type=p.content_type,
+        delivery_mode=p.delivery_mode,
+        message_id=p.message_id,
+        correlation_id=p.correlation_id,
+        timestamp=p.timestamp,
+        type=p.type,
+        app_id=p.app_id,
+        headers=p.headers,
+    )
+
+
+@implementer(IAMQPConsumer)
+class _PikaConsumer:
+    def __init__(self, channel: PikaChannel, queue_obj: Any, tag: str) -> None:
+        self._channel = channel
+        self._queue = queue_obj
+        self.tag = tag
+
+    @property
+    def buffered(self) -> int:
+        return len(self._queue.pending)
+
+    def get(self) -> Deferred[RawDelivery]:
+        return self._queue.get().addCallback(self._channel._wrap)
+
+
+@implementer(IAMQPChannel)
+class PikaChannel:
+    def __init__(self, channel: TwistedChannel) -> None:
+        self._channel = channel
+        self.closed: Deferred[Any] = Deferred()
+        channel.on_closed.addBoth(self._on_closed)
+
+    def _on_closed(self, reason: Any) -> None:
+        self.closed.callback(reason)
+
+    @property
+    def is_open(self) -> bool:
+        return self._channel.is_open
+
+    def _wrap(self, received: Any) -> RawDelivery:
+        method = received.method
+        return RawDelivery(
+            channel=self,
+            delivery_tag=method.delivery_tag,
+            redelivered=bool(method.redelivered),
+            exchange=method.exchange,
+            routing_key=method.routing_key,
+            properties=_from_pika(received.properties),
+            body=received.body,
+        )
+
+    def confirm(self) -> Deferred[Any]:
+        return self._channel.confirm_delivery()
+
+    def exchange_declare(self, name: str, kind: str, durable: bool = True, arguments: dict | None = None) -> Deferred[Any]:
+        return self._channel.exchange_declare(
+            exchange=name, exchange_type=kind, durable=durable, arguments=arguments
+        )
+
+    def queue_declare(
+        self, name: str, durable: bool = True, exclusive: bool = False, auto_delete: bool = False,
+        arguments: dict | None = None, passive: bool = False,
+    ) -> Deferred[int]:
+        d = self._channel.queue_declare(
+            queue=name, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
+            arguments=arguments, passive=passive,
+        )
+        return d.addCallback(lambda frame: frame.method.message_count)
+
+    def queue_bind(self, queue: str, exchange: str, routing_key: str = "") -> Deferred[Any]:
+        return self._channel.queue_bind(queue=queue, exchange=exchange, routing_key=routing_key)
+
+    def qos(self, prefetch_count: int) -> Deferred[Any]:
+        return self._channel.basic_qos(prefetch_count=prefetch_count)
+
+    def consume(self, queue: str, exclusive: bool = False) -> Deferred[IAMQPConsumer]:
+        d = self._channel.basic_consume(queue=queue, auto_ack=False, exclusive=exclusive)
+        return d.addCallback(lambda result: _PikaConsumer(self, result[0], result[1]))
+
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties, mandatory: bool = False
+    ) -> Deferred[Any]:
+        d = self._channel.basic_publish(
+            exchange=exchange, routing_key=routing_key, body=body,
+            properties=_to_pika(properties), mandatory=mandatory,
+        )
+        return d.addErrback(self._publish_failed)
+
+    @staticmethod
+    def _publish_failed(failure: Any) -> Any:
+        if failure.check(pika_errors.UnroutableError):
+            raise PublishReturned("the broker returned the message: nothing routes it")
+        if failure.check(pika_errors.NackError):
+            raise PublishRefused("the broker refused the message (basic.nack)")
+        return failure
+
+    def get(self, queue: str) -> Deferred[RawDelivery | None]:
+        def wrap(result: Any) -> RawDelivery | None:
+            if result is None:
+                return None
+            return self._wrap(result)
+
+        return self._channel.basic_get(queue=queue, auto_ack=False).addCallback(wrap)
+
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
+
+    def nack(self, delivery_tag: int, requeue: bool = True) -> None:
+        self._channel.basic_nack(delivery_tag=delivery_tag, requeue=requeue)
+
+    def close(self) -> Deferred[Any]:
+        if self._channel.is_open:
+            self._channel.close()
+        return self.closed if not self.closed.called else succeed(None)
+
+
+@implementer(IAMQPConnection)
+class PikaConnection(TwistedProtocolConnection):
+    """pika's protocol, speaking the seam. C{ready} fires after the AMQP handshake."""
+
+    def __init__(self, parameters: pika.ConnectionParameters, reactor: Any) -> None:
+        super().__init__(parameters, custom_reactor=reactor)
+        self.lost: Deferred[Any] = Deferred()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if not self.lost.called:
+                self.lost.callback(reason)
+
+    def channel(self, channel_number: int | None = None) -> Deferred[PikaChannel]:
+        return super().channel(channel_number).addCallback(PikaChannel)
+
+    def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> Any:
+        if self.transport is not None and not self._impl.is_closed and not self._impl.is_closing:
+            super().close(reply_code, reply_text)
+        return self.lost
+
+
+def pika_factory(settings: AMQPSettings, reactor: Any, connection_name: str) -> Factory:
+    parameters = pika.ConnectionParameters(
+        virtual_host=settings.vhost,
+        credentials=pika.PlainCredentials(settings.username, settings.password),
+        heartbeat=settings.heartbeat,
+        client_properties={"connection_name": connection_name, "product": "scbus"},
+        connection_attempts=1,
+    )
+    return Factory.forProtocol(lambda: PikaConnection(parameters, reactor))

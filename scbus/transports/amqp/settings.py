@@ -1,0 +1,175 @@
+"""
+The AMQP transport's settings, read from the config's [transport] table.
+
+Credentials come from the URL or from an environment variable, and never appear in
+repr(), logs or errors: a URL is always shown with its password masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ...errors import ConfigError
+
+__all__ = ["AMQPSettings", "BrokerAddress", "parse_amqp_settings", "mask_url"]
+
+QUEUE_TYPES = ("classic", "quorum")
+CLIENTS = ("pika",)
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'amqps' if self.tls else 'amqp'}://{self.host}:{self.port}"
+
+
+@dataclasses.dataclass
+class AMQPSettings:
+    addresses: list[BrokerAddress]
+    vhost: str = "/"
+    username: str = "guest"
+    password: str = dataclasses.field(default="guest", repr=False)
+    client: str = "pika"
+    queue_type: str = "classic"
+    delivery_limit: int = 20
+    prefetch: int = 10
+    heartbeat: int = 30
+    confirm_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    reconnect_max_delay: float = 30.0
+    send_buffer: int = 10_000
+    max_message_size: int = 1024 * 1024
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: Per-app prefetch (defaults to each app's max_in_flight); set by the service maker.
+    app_prefetch: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Where we connect, for logs: never the password."""
+        hosts = ", ".join(str(a) for a in self.addresses)
+        return f"{hosts} vhost={self.vhost!r} user={self.username!r}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def _parse_url(source: str, key: str, url: Any) -> tuple[BrokerAddress, str | None, str | None, str | None]:
+    if not isinstance(url, str):
+        raise ConfigError(source, key, f"must be an amqp:// or amqps:// URL string, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(source, key, f"bad URL {mask_url(url)!r}: {e}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(source, key, f"must start with amqp:// or amqps://, got {mask_url(url)!r}")
+    if not parts.hostname:
+        raise ConfigError(source, key, f"no host in {mask_url(url)!r}")
+    tls = parts.scheme == "amqps"
+    address = BrokerAddress(parts.hostname, port or (5671 if tls else 5672), tls)
+    vhost = unquote(parts.path[1:]) if parts.path and parts.path != "/" else None
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return address, vhost, user, password
+
+
+_NUMBERS = {
+    "delivery_limit": (int, 1),
+    "prefetch": (int, 1),
+    "heartbeat": (int, 0),
+    "send_buffer": (int, 1),
+    "confirm_timeout": (float, 0.1),
+    "connect_timeout": (float, 0.1),
+    "reconnect_max_delay": (float, 0.1),
+}
+_STRINGS = ("vhost", "username", "password_env", "ca_file", "cert_file", "key_file")
+KNOWN = {"url", "urls", "client", "queue_type", *_NUMBERS, *_STRINGS}
+
+
+def parse_amqp_settings(
+    options: dict[str, Any], source: str = "<config>", max_message_size: int = 1024 * 1024,
+    environ: dict[str, str] | None = None,
+) -> AMQPSettings:
+    """Check the [transport] keys of the AMQP transport. @raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    for key in options:
+        if key not in KNOWN:
+            raise ConfigError(
+                source, f"transport.{key}",
+                f"unknown key for the amqp transport (known keys: {', '.join(sorted(KNOWN))})",
+            )
+    if ("url" in options) == ("urls" in options):
+        raise ConfigError(source, "transport.url", "give url (one broker) or urls (a cluster), not both or neither")
+    urls = options["urls"] if "urls" in options else [options["url"]]
+    if not isinstance(urls, list) or not urls:
+        raise ConfigError(source, "transport.urls", "must be a non-empty list of URLs")
+    addresses = []
+    vhost = user = password = None
+    for i, url in enumerate(urls):
+        key = "transport.url" if "url" in options else f"transport.urls[{i}]"
+        address, v, u, p = _parse_url(source, key, url)
+        addresses.append(address)
+        vhost, user, password = vhost or v, user or u, password if password is not None else p
+    settings = AMQPSettings(addresses=addresses, max_message_size=max_message_size)
+    if vhost:
+        settings.vhost = vhost
+    if user:
+        settings.username = user
+    if password is not None:
+        settings.password = password
+    for key, (kind, low) in _NUMBERS.items():
+        if key in options:
+            value = options[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+                raise ConfigError(source, f"transport.{key}", f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            if value < low:
+                raise ConfigError(source, f"transport.{key}", f"must be at least {low}, got {value}")
+            setattr(settings, key, kind(value))
+    for key in _STRINGS:
+        if key in options and not isinstance(options[key], str):
+            raise ConfigError(source, f"transport.{key}", f"must be a string, got {type(options[key]).__name__}")
+    if "vhost" in options:
+        settings.vhost = options["vhost"]
+    if "username" in options:
+        settings.username = options["username"]
+    if "password_env" in options:
+        name = options["password_env"]
+        if name not in environ:
+            raise ConfigError(source, "transport.password_env", f"environment variable {name} is not set")
+        settings.password = environ[name]
+    if "client" in options:
+        if options["client"] not in CLIENTS:
+            raise ConfigError(source, "transport.client", f"must be one of {', '.join(map(repr, CLIENTS))}, got {options['client']!r}")
+        settings.client = options["client"]
+    if "queue_type" in options:
+        if options["queue_type"] not in QUEUE_TYPES:
+            raise ConfigError(source, "transport.queue_type", f"must be 'classic' or 'quorum', got {options['queue_type']!r}")
+        settings.queue_type = options["queue_type"]
+    base = os.path.dirname(os.path.abspath(source)) if source and not source.startswith("<") else os.getcwd()
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in options:
+            path = options[key] if os.path.isabs(options[key]) else os.path.join(base, options[key])
+            if not os.path.exists(path):
+                raise ConfigError(source, f"transport.{key}", f"no such file: {path}")
+            setattr(settings, key, path)
+    if (settings.cert_file is None) != (settings.key_file is None):
+        raise ConfigError(source, "transport.cert_file", "cert_file and key_file go together")
+    return settings

@@ -1,0 +1,87 @@
+"""
+The broker objects scbus declares, by name, and their arguments (docs/wire.md shows the
+picture). Declared on every (re)connect; every declaration is idempotent.
+
+Routing by class: one fanout exchange per message type. An app's queue is bound to the
+exchange of every type it subscribes to *and of every known subclass of it*. Messages
+nobody subscribes to fall through to the alternate exchange ``scbus.unrouted``.
+
+Why not exchange-to-exchange bindings from a subclass's exchange to its base's? With an
+alternate exchange on every type exchange, RabbitMQ applies the alternate exchange of
+each exchange a message passes through that routes it nowhere: a Dog routed to a Dog
+subscriber would also land in ``scbus.unrouted`` because the Animal exchange it passed
+through had no queue. Binding queues directly keeps "unrouted" exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ...message import Message, registered_types
+
+__all__ = [
+    "UNROUTED_EXCHANGE",
+    "UNROUTED_QUEUE",
+    "DEAD_EXCHANGE",
+    "DEAD_QUEUE",
+    "type_exchange",
+    "app_queue",
+    "exchange_arguments",
+    "queue_arguments",
+    "binding_types",
+]
+
+PREFIX = "scbus"
+UNROUTED_EXCHANGE = "scbus.unrouted"
+UNROUTED_QUEUE = "scbus.unrouted"
+DEAD_EXCHANGE = "scbus.dead"
+DEAD_QUEUE = "scbus.dead"
+
+#: Headers scbus writes on what it sets aside.
+REASON_HEADER = "x-scbus-reason"
+ERROR_HEADER = "x-scbus-error"
+APP_HEADER = "x-scbus-app"
+TYPE_HEADER = "x-scbus-type"
+
+
+def type_exchange(wire_name: str) -> str:
+    """The exchange a message of this type is published to."""
+    return f"{PREFIX}.type.{wire_name}"
+
+
+def app_queue(app_name: str) -> str:
+    """The durable queue an app (in every process that runs it) consumes from."""
+    return f"{PREFIX}.app.{app_name}"
+
+
+def exchange_arguments() -> dict[str, Any]:
+    return {"alternate-exchange": UNROUTED_EXCHANGE}
+
+
+def queue_arguments(queue_type: str, delivery_limit: int | None) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "x-queue-type": queue_type,
+        "x-dead-letter-exchange": DEAD_EXCHANGE,
+    }
+    if queue_type == "quorum" and delivery_limit is not None:
+        arguments["x-delivery-limit"] = delivery_limit
+    return arguments
+
+
+def holding_queue_arguments(queue_type: str) -> dict[str, Any]:
+    """For scbus.unrouted and scbus.dead: kept until an operator acts."""
+    return {"x-queue-type": queue_type}
+
+
+def binding_types(subscribed: Iterable[type[Message]]) -> list[type[Message]]:
+    """The subscribed classes and every registered subclass of them, by wire name."""
+    subscribed = tuple(subscribed)
+    found = {
+        cls.wire_name: cls
+        for cls in registered_types().values()
+        if subscribed and issubclass(cls, subscribed)
+    }
+    for cls in subscribed:
+        found.setdefault(cls.wire_name, cls)
+    return [found[name] for name in sorted(found)]

@@ -1,0 +1,785 @@
+"""
+AMQPTransport: scbus over RabbitMQ, the way to outgrow one process or one machine.
+
+Promises (each tested against a real broker):
+- a message is persistent and ``send()`` fires only once the broker confirmed it; sends
+  made while disconnected wait in a bounded buffer and go out after reconnecting;
+- a delivery is acknowledged on the channel it came from, or not at all: after a
+  reconnect the broker redelivers it (no ack on a channel that never saw the tag);
+- undecodable bodies, unknown types and non-JSON content types are copied, with the
+  reason in headers, to ``scbus.dead`` and acknowledged; the consumer goes on;
+- messages nobody subscribes to land in ``scbus.unrouted`` (alternate exchange) and
+  every bus process logs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ... import codec
+from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError
+from ...interfaces import IDelivery, ITransport
+from ...message import Message
+from ..setaside import DEAD, UNROUTED, SetAsideMessage
+from . import topology
+from .client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
+from .settings import AMQPSettings
+
+__all__ = ["AMQPTransport", "AMQPDelivery"]
+
+log = Logger()
+
+#: How many set-aside messages one listing or replay looks through.
+SET_ASIDE_LIMIT = 500
+
+
+class ContentTypeRefused(DecodeError):
+    reason = "content-type"
+
+
+@implementer(IDelivery)
+class AMQPDelivery:
+    __slots__ = ("_app", "raw", "message", "app_name", "redelivered", "received_at", "_settled")
+
+    def __init__(self, app: _App, raw: RawDelivery, message: Message, received_at: float) -> None:
+        self._app = app
+        self.raw = raw
+        self.message = message
+        self.app_name = app.name
+        self.redelivered = raw.redelivered
+        self.received_at = received_at
+        self._settled = False
+
+    def _channel(self) -> IAMQPChannel | None:
+        channel = self.raw.channel
+        if self._settled or channel is not self._app.channel or not channel.is_open:
+            return None
+        return channel
+
+    def ack(self) -> Deferred[None]:
+        channel = self._channel()
+        if channel is None:
+            return fail(TransportError(
+                f"{self.app_name}: the channel of delivery {self.raw.delivery_tag} is closed; "
+                "the broker delivers it again"
+            ))
+        self._settled = True
+        channel.ack(self.raw.delivery_tag)
+        return succeed(None)
+
+    def release(self) -> Deferred[None]:
+        channel = self._channel()
+        if channel is None:
+            return succeed(None)  # the broker gives it back anyway
+        self._settled = True
+        channel.nack(self.raw.delivery_tag, requeue=True)
+        return succeed(None)
+
+    def __repr__(self) -> str:
+        return f"<AMQPDelivery {self.app_name}#{self.raw.delivery_tag} {self.message!r}>"
+
+
+class _App:
+    def __init__(self, name: str, prefetch: int) -> None:
+        self.name = name
+        self.queue = topology.app_queue(name)
+        self.prefetch = prefetch
+        self.types: set[type[Message]] = set()
+        self.channel: IAMQPChannel | None = None
+        self.consumer: IAMQPConsumer | None = None
+        self.session: int | None = None
+        self.starting = False
+        self.waiters: list[Deferred[AMQPDelivery]] = []
+        self.inner: dict[int, Deferred[Any]] = {}
+        self.setup_waiters: list[Deferred[None]] = []
+
+
+class _Outgoing:
+    __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d")
+
+    def __init__(self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+        self.declare = declare
+        self.d: Deferred[None] = Deferred()
+
+
+class _Session:
+    def __init__(self, number: int, connection: IAMQPConnection) -> None:
+        self.number = number
+        self.connection = connection
+        self.topology: IAMQPChannel | None = None
+        self.publisher: IAMQPChannel | None = None
+        self.exchanges: dict[str, Any] = {}  # name -> True, or the Deferreds waiting
+        self.alive = True
+        self.ready = False
+
+
+class _DeclareFailed(TransportError):
+    pass
+
+
+@implementer(IStreamClientEndpoint)
+class _RoundRobinEndpoint:
+    """Each connection attempt goes to the next broker address: fail over across a cluster."""
+
+    def __init__(self, endpoints: list[Any], names: list[str]) -> None:
+        self._endpoints = endpoints
+        self._names = names
+        self._next = 0
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        index = self._next % len(self._endpoints)
+        self._next += 1
+        log.debug("connecting to {address}", address=self._names[index])
+        return self._endpoints[index].connect(factory)
+
+    def __repr__(self) -> str:
+        return f"<brokers {', '.join(self._names)}>"
+
+
+@implementer(ITransport)
+class AMQPTransport(Service):
+    """
+    RabbitMQ through a deferred-based client behind L{client.IAMQPChannel}.
+
+    @param bus_name: names the connection in the broker's management view.
+    """
+
+    name = "transport"
+
+    def __init__(
+        self,
+        settings: AMQPSettings,
+        reactor: Any = None,
+        *,
+        bus_name: str = "scbus",
+        client_factory: Any = None,
+        endpoint: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: PLC0415
+        self.settings = settings
+        self._reactor = reactor
+        self._bus_name = bus_name
+        self._client_factory = client_factory
+        self._endpoint = endpoint
+        self._apps: dict[str, _App] = {}
+        self._session: _Session | None = None
+        self._sessions = itertools.count(1)
+        self._outbox: deque[_Outgoing] = deque()
+        self._service: ClientService | None = None
+        self._stopping = False
+        self.connections = 0
+
+    def __repr__(self) -> str:
+        state = "connected" if self._session and self._session.ready else "disconnected"
+        return f"<AMQPTransport {self.settings.describe()} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self._session.ready
+
+    # --- connecting ---------------------------------------------------------------------------
+
+    def _make_endpoint(self) -> Any:
+        if self._endpoint is not None:
+            return self._endpoint
+        endpoints = []
+        for address in self.settings.addresses:
+            tcp = HostnameEndpoint(self._reactor, address.host, address.port, timeout=self.settings.connect_timeout)
+            if address.tls:
+                tcp = wrapClientTLS(self._tls_options(address.host), tcp)
+            endpoints.append(tcp)
+        return _RoundRobinEndpoint(endpoints, [str(a) for a in self.settings.addresses])
+
+    def _tls_options(self, host: str) -> Any:
+        from twisted.internet import ssl
+
+        client_cert = None
+        if self.settings.cert_file:
+            with open(self.settings.cert_file) as c, open(self.settings.key_file or "") as k:
+                client_cert = ssl.PrivateCertificate.loadPEM(c.read() + k.read())
+        trust = None
+        if self.settings.ca_file:
+            with open(self.settings.ca_file) as f:
+                trust = ssl.Certificate.loadPEM(f.read())
+        return ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client_cert)
+
+    def _make_factory(self) -> Any:
+        name = f"{self._bus_name}@{socket.gethostname()}:{os.getpid()}"
+        if self._client_factory is not None:
+            return self._client_factory(self.settings, self._reactor, name)
+        from .pika_client import pika_factory
+
+        return pika_factory(self.settings, self._reactor, name)
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._service = ClientService(
+            self._make_endpoint(),
+            self._make_factory(),
+            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=self.settings.reconnect_max_delay),
+            clock=self._reactor,
+            prepareConnection=self._prepare,
+        )
+        self._service.startService()
+        log.info("AMQP transport connecting to {broker}", broker=self.settings.describe())
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        session, self._session = self._session, None
+        if session is not None:
+            session.alive = False
+            try:
+                d = session.connection.close()
+                if d is not None:
+                    d.addTimeout(5, self._reactor)
+                    await d
+            except Exception:
+                pass
+        if self._service is not None:
+            await self._service.stopService()
+        while self._outbox:
+            self._outbox.popleft().d.errback(NotRunning("the transport stopped before this message was sent"))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    def _prepare(self, connection: Any) -> Deferred[None]:
+        """Run by ClientService on each new connection: handshake, declare, consume."""
+        d = connection.ready if connection.ready is not None else succeed(None)
+        d.addCallback(lambda _: Deferred.fromCoroutine(self._open_session(connection)))
+
+        def failed(failure: Failure) -> Failure:
+            log.warn("AMQP session set-up failed: {error}", error=failure.getErrorMessage())
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            return failure
+
+        return d.addErrback(failed)
+
+    async def _open_session(self, connection: Any) -> None:
+        if self._stopping:
+            raise NotRunning("stopping")
+        session = _Session(next(self._sessions), connection)
+        session.topology = await connection.channel()
+        await self._declare_holding_areas(session.topology)
+        await self._open_publisher(session)
+        self._session = session
+        connection.lost.addBoth(self._lost, session)
+        for app in list(self._apps.values()):
+            await self._start_app(session, app)
+        await self._start_unrouted_log(session)
+        session.ready = True
+        self.connections += 1
+        log.info("AMQP transport connected (session {n}) to {broker}", n=session.number, broker=self.settings.describe())
+        self._flush_outbox()
+
+    async def _open_publisher(self, session: _Session) -> None:
+        publisher = await session.connection.channel()
+        await publisher.confirm()
+        session.publisher = publisher
+        publisher.closed.addBoth(self._publisher_closed, session, publisher)
+
+    def _publisher_closed(self, reason: Any, session: _Session, publisher: IAMQPChannel) -> None:
+        if session.alive and session.publisher is publisher and not self._stopping:
+            log.warn("AMQP publishing channel closed ({reason}); reopening", reason=_reason(reason))
+            session.ready = False
+            d = Deferred.fromCoroutine(self._open_publisher(session))
+            d.addCallbacks(lambda _: self._publisher_back(session), self._session_broken, errbackArgs=(session,))
+
+    def _publisher_back(self, session: _Session) -> None:
+        if session.alive:
+            session.ready = True
+            self._flush_outbox()
+
+    def _session_broken(self, failure: Failure, session: _Session) -> None:
+        log.warn("AMQP session {n} cannot recover ({error}); reconnecting", n=session.number, error=failure.getErrorMessage())
+        transport = getattr(session.connection, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _lost(self, reason: Any, session: _Session) -> None:
+        session.alive = False
+        if self._session is session:
+            self._session = None
+        for app in self._apps.values():
+            if app.session == session.number:
+                app.channel = app.consumer = None
+                app.session = None
+        if not self._stopping:
+            log.warn(
+                "AMQP connection lost ({reason}); deliveries in hand will come again; reconnecting",
+                reason=_reason(reason),
+            )
+
+    async def _declare_holding_areas(self, channel: IAMQPChannel) -> None:
+        qtype = self.settings.queue_type
+        for exchange, queue in ((topology.UNROUTED_EXCHANGE, topology.UNROUTED_QUEUE), (topology.DEAD_EXCHANGE, topology.DEAD_QUEUE)):
+            await channel.exchange_declare(exchange, "fanout", durable=True)
+            await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
+            await channel.queue_bind(queue, exchange)
+
+    async def _start_unrouted_log(self, session: _Session) -> None:
+        """Every process logs what lands in scbus.unrouted, from its own transient queue."""
+        channel = await session.connection.channel()
+        name = f"scbus.unrouted.log.{uuid.uuid4().hex[:12]}"
+        await channel.queue_declare(name, durable=False, exclusive=True, auto_delete=True, arguments={"x-max-length": 1000})
+        await channel.queue_bind(name, topology.UNROUTED_EXCHANGE)
+        consumer = await channel.consume(name, exclusive=True)
+        self._log_unrouted(consumer, channel)
+
+    def _log_unrouted(self, consumer: IAMQPConsumer, channel: IAMQPChannel) -> None:
+        def got(raw: RawDelivery) -> None:
+            type_name = raw.properties.type or codec.peek_type(raw.body) or "?"
+            log.warn(
+                "unrouted: no app subscribes to {type} (id {id}); kept in queue {queue} "
+                "(list and replay it from the console)",
+                type=type_name, id=raw.properties.message_id, queue=topology.UNROUTED_QUEUE,
+            )
+            channel.ack(raw.delivery_tag)
+            self._log_unrouted(consumer, channel)
+
+        consumer.get().addCallbacks(got, lambda f: None)
+
+    # --- apps -------------------------------------------------------------------------------
+
+    def setup(self, app_name: str, message_types: Iterable[type[Message]]) -> Deferred[None]:
+        app = self._apps.get(app_name)
+        if app is None:
+            prefetch = self.settings.app_prefetch.get(app_name, self.settings.prefetch)
+            app = self._apps[app_name] = _App(app_name, prefetch)
+        new = set(message_types) - app.types
+        app.types.update(new)
+        d: Deferred[None] = Deferred()
+        app.setup_waiters.append(d)
+        session = self._session
+        if session is not None and session.alive and session.topology is not None:
+            if app.session == session.number and not new:
+                self._fire_setup(app)
+            elif not app.starting:
+                Deferred.fromCoroutine(self._start_app(session, app)).addErrback(
+                    self._app_start_failed, session, app
+                )
+            elif new:
+                # declared right now without the new types: declare again when done
+                pass
+        return d
+
+    def _fire_setup(self, app: _App) -> None:
+        waiters, app.setup_waiters = app.setup_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    async def _start_app(self, session: _Session, app: _App) -> None:
+        if app.starting or not session.alive:
+            return
+        app.starting = True
+        try:
+            channel = await session.connection.channel()
+            await channel.qos(app.prefetch)
+            await channel.queue_declare(
+                app.queue, durable=True,
+                arguments=topology.queue_arguments(self.settings.queue_type, self.settings.delivery_limit),
+            )
+            for cls in topology.binding_types(app.types):
+                await self._ensure_exchange(session, cls.wire_name)
+                await channel.queue_bind(app.queue, topology.type_exchange(cls.wire_name))
+            consumer = await channel.consume(app.queue)
+        finally:
+            app.starting = False
+        if not session.alive:
+            return
+        app.channel, app.consumer, app.session = channel, consumer, session.number
+        channel.closed.addBoth(self._app_channel_closed, session, app, channel)
+        log.info("{app}: consuming {queue} (prefetch {prefetch})", app=app.name, queue=app.queue, prefetch=app.prefetch)
+        for waiter in list(app.waiters):
+            if id(waiter) not in app.inner:
+                self._attach(app, waiter)
+        self._fire_setup(app)
+
+    def _app_start_failed(self, failure: Failure, session: _Session, app: _App) -> None:
+        log.failure("{app}: could not declare or consume its queue", failure, app=app.name)
+        if session.alive and not self._stopping:
+            self._reactor.callLater(2.0, self._retry_app, session, app)
+
+    def _retry_app(self, session: _Session, app: _App) -> None:
+        if session.alive and app.session != session.number and not self._stopping:
+            Deferred.fromCoroutine(self._start_app(session, app)).addErrback(self._app_start_failed, session, app)
+
+    def _app_channel_closed(self, reason: Any, session: _Session, app: _App, channel: IAMQPChannel) -> None:
+        if app.channel is channel:
+            app.channel = app.consumer = None
+            app.session = None
+        if session.alive and not self._stopping:
+            log.warn("{app}: channel closed ({reason}); consuming again", app=app.name, reason=_reason(reason))
+            self._reactor.callLater(0.5, self._retry_app, session, app)
+
+    # --- retrieving ---------------------------------------------------------------------------
+
+    def retrieve(self, app_name: str) -> Deferred[AMQPDelivery]:
+        app = self._apps.get(app_name)
+        if app is None:
+            return fail(TransportError(f"no app {app_name!r} was set up"))
+        waiter: Deferred[AMQPDelivery] = Deferred(lambda d: self._withdraw(app, d))
+        app.waiters.append(waiter)
+        if app.consumer is not None:
+            self._attach(app, waiter)
+        return waiter
+
+    def _attach(self, app: _App, waiter: Deferred[AMQPDelivery]) -> None:
+        consumer = app.consumer
+        if consumer is None:
+            return
+        inner = consumer.get()
+        app.inner[id(waiter)] = inner
+        inner.addCallbacks(
+            self._got_raw, self._get_failed,
+            callbackArgs=(app, waiter, consumer), errbackArgs=(app, waiter, consumer),
+        )
+
+    def _withdraw(self, app: _App, waiter: Deferred[AMQPDelivery]) -> None:
+        if waiter in app.waiters:
+            app.waiters.remove(waiter)
+        inner = app.inner.pop(id(waiter), None)
+        if inner is not None and not inner.called:
+            inner.cancel()
+
+    def _got_raw(self, raw: RawDelivery, app: _App, waiter: Deferred[AMQPDelivery], consumer: IAMQPConsumer) -> None:
+        app.inner.pop(id(waiter), None)
+        if waiter.called or waiter not in app.waiters:
+            # withdrawn just as the message arrived: give it back, lose nothing
+            if raw.channel.is_open:
+                raw.channel.nack(raw.delivery_tag, requeue=True)
+            return
+        try:
+            message = self._decode(raw)
+        except DecodeError as error:
+            self._dead_letter(app, raw, error)
+            if app.consumer is not None:
+                self._attach(app, waiter)
+            return
+        app.waiters.remove(waiter)
+        waiter.callback(AMQPDelivery(app, raw, message, self._reactor.seconds()))
+
+    def _get_failed(self, failure: Failure, app: _App, waiter: Deferred[AMQPDelivery], consumer: IAMQPConsumer) -> None:
+        app.inner.pop(id(waiter), None)
+        if failure.check(CancelledError):
+            return
+        # The channel closed, or the broker cancelled the consumer: the waiter stays and
+        # is served by the next consumer.
+        if app.consumer is consumer and app.channel is not None and app.channel.is_open:
+            log.warn("{app}: consumer cancelled ({error}); consuming again", app=app.name, error=failure.getErrorMessage())
+            channel = app.channel
+            app.consumer = None
+            channel.close()
+
+    def _decode(self, raw: RawDelivery) -> Message:
+        content_type = (raw.properties.content_type or "").split(";")[0].strip().lower()
+        if content_type not in ("", codec.CONTENT_TYPE):
+            raise ContentTypeRefused(f"content type {raw.properties.content_type!r} is not {codec.CONTENT_TYPE}")
+        return codec.decode(raw.body, self.settings.max_message_size)
+
+    def _dead_letter(self, app: _App, raw: RawDelivery, error: DecodeError) -> None:
+        type_name = raw.properties.type or (codec.peek_type(raw.body) if len(raw.body) <= self.settings.max_message_size else None)
+        log.error(
+            "dead-lettered a message from {queue} (type {type}, id {id}): {reason}",
+            queue=app.queue, type=type_name or "?", id=raw.properties.message_id, reason=str(error),
+        )
+        headers = dict(raw.properties.headers or {})
+        headers.update({
+            topology.REASON_HEADER: error.reason,
+            topology.ERROR_HEADER: str(error)[:1000],
+            topology.APP_HEADER: app.name,
+        })
+        if type_name:
+            headers[topology.TYPE_HEADER] = type_name
+        props = Properties(
+            content_type=raw.properties.content_type,
+            delivery_mode=2,
+            message_id=raw.properties.message_id,
+            correlation_id=raw.properties.correlation_id,
+            timestamp=raw.properties.timestamp,
+            type=raw.properties.type,
+            headers=headers,
+        )
+        out = _Outgoing("", topology.DEAD_QUEUE, raw.body, props, None)
+        self._send_outgoing(out)
+
+        def copied(_: Any) -> None:
+            if raw.channel.is_open:
+                raw.channel.ack(raw.delivery_tag)
+
+        def not_copied(failure: Failure) -> None:
+            # Let the broker dead-letter it instead (x-death says "rejected").
+            log.warn("could not copy to {dead} ({error}); rejecting to the queue's dead-letter exchange",
+                     dead=topology.DEAD_QUEUE, error=failure.getErrorMessage())
+            if raw.channel.is_open:
+                raw.channel.nack(raw.delivery_tag, requeue=False)
+
+        out.d.addCallbacks(copied, not_copied)
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def send(self, message: Message) -> Deferred[None]:
+        try:
+            body = codec.encode(message)
+        except EncodeError:
+            return fail()
+        if len(body) > self.settings.max_message_size:
+            return fail(EncodeError(
+                f"{message.wire_name}: {len(body)} bytes is over the limit of {self.settings.max_message_size}"
+            ))
+        properties = Properties(
+            content_type=codec.CONTENT_TYPE,
+            delivery_mode=2,
+            message_id=message.id,
+            correlation_id=message.correlation_id,
+            timestamp=int(message.created_at),
+            type=message.wire_name,
+            app_id=self._bus_name,
+        )
+        out = _Outgoing(topology.type_exchange(message.wire_name), "", body, properties, message.wire_name)
+        return self._send_outgoing(out)
+
+    def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
+        body = bytes(body)
+        name = type_name or codec.peek_type(body)
+        if name is None:
+            return fail(MalformedMessage("cannot tell the message type of this body; pass type_name"))
+        properties = Properties(content_type=codec.CONTENT_TYPE, delivery_mode=2, type=name)
+        return self._send_outgoing(_Outgoing(topology.type_exchange(name), "", body, properties, name))
+
+    def _send_outgoing(self, out: _Outgoing) -> Deferred[None]:
+        if not self.running or self._stopping:
+            out.d.errback(NotRunning("the transport is stopped"))
+            return out.d
+        session = self._session
+        if session is not None and session.ready and not self._outbox:
+            self._dispatch(session, out)
+        elif len(self._outbox) >= self.settings.send_buffer:
+            out.d.errback(TransportError(
+                f"not connected to the broker and the send buffer is full "
+                f"({self.settings.send_buffer} messages waiting)"
+            ))
+        else:
+            self._outbox.append(out)
+        return out.d
+
+    def _flush_outbox(self) -> None:
+        session = self._session
+        while self._outbox and session is not None and session.ready:
+            self._dispatch(session, self._outbox.popleft())
+
+    def _ensure_exchange(self, session: _Session, wire_name: str) -> Deferred[None]:
+        """Declare a type's exchange once per session; concurrent callers share the wait."""
+        name = topology.type_exchange(wire_name)
+        state = session.exchanges.get(name)
+        if state is True:
+            return succeed(None)
+        if state is None:
+            assert session.topology is not None
+            waiting: list[Deferred[None]] = []
+            session.exchanges[name] = waiting
+            declared = session.topology.exchange_declare(
+                name, "fanout", durable=True, arguments=topology.exchange_arguments()
+            )
+
+            def done(result: Any) -> None:
+                if isinstance(result, Failure):
+                    session.exchanges.pop(name, None)
+                    error = _DeclareFailed(f"cannot declare exchange {name}: {result.getErrorMessage()}")
+                    for w in waiting:
+                        w.errback(error)
+                else:
+                    session.exchanges[name] = True
+                    for w in waiting:
+                        w.callback(None)
+
+            declared.addBoth(done)
+            state = waiting
+        mine: Deferred[None] = Deferred()
+        state.append(mine)
+        return mine
+
+    def _dispatch(self, session: _Session, out: _Outgoing) -> None:
+        if out.declare is None:
+            d = self._publish_now(session, out)
+        else:
+            d = self._ensure_exchange(session, out.declare)
+            d.addCallback(lambda _: self._publish_now(session, out))
+        d.addErrback(self._publish_failed, session, out)
+
+    def _publish_now(self, session: _Session, out: _Outgoing) -> Deferred[None]:
+        publisher = session.publisher
+        if publisher is None or not publisher.is_open or not session.alive:
+            return fail(TransportError("publishing channel closed"))
+        confirmed = publisher.publish(out.exchange, out.routing_key, out.body, out.properties, mandatory=True)
+        # Our own Deferred: a confirm that never comes must not leave send() hanging,
+        # and pika's Deferred must not be cancelled under it.
+        result: Deferred[None] = Deferred()
+        timer = self._reactor.callLater(self.settings.confirm_timeout, self._confirm_late, result)
+
+        def settle(outcome: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(outcome) if not isinstance(outcome, Failure) else result.errback(outcome)
+
+        confirmed.addBoth(settle)
+        result.addCallback(lambda _: out.d.callback(None))
+        return result
+
+    def _confirm_late(self, result: Deferred[None]) -> None:
+        if not result.called:
+            result.errback(TransportError(
+                f"the broker did not confirm within {self.settings.confirm_timeout}s"
+            ))
+
+    def _publish_failed(self, failure: Failure, session: _Session, out: _Outgoing) -> None:
+        if out.d.called:
+            return
+        if failure.check(PublishRefused, PublishReturned, _DeclareFailed):
+            out.d.errback(TransportError(failure.getErrorMessage()))
+        elif failure.check(TransportError) and "did not confirm" in failure.getErrorMessage():
+            out.d.errback(failure)
+        elif self._stopping or not self.running:
+            out.d.errback(NotRunning("the transport stopped before the broker confirmed this message"))
+        else:
+            # The channel or connection went away before the confirm: send it again on
+            # the next session (the broker may have it already: at least once).
+            self._outbox.appendleft(out)
+            self._flush_outbox()
+
+    # --- inspection ---------------------------------------------------------------------------
+
+    def queue_depth(self, app_name: str) -> Deferred[int]:
+        """
+        Messages waiting for the app: ready in the broker's queue, plus those prefetched
+        into this process and not yet handed to the bus (the broker counts those as
+        unacknowledged). Add the bus's in-flight count to get rabbitmqctl's "messages".
+        """
+        app = self._apps.get(app_name)
+        consumer = app.consumer if app is not None else None
+        buffered = consumer.buffered if consumer is not None else 0
+        return self._passive_count(topology.app_queue(app_name)).addCallback(lambda ready: ready + buffered)
+
+    def _passive_count(self, queue: str) -> Deferred[int]:
+        session = self._session
+        if session is None or not session.ready:
+            return fail(TransportError("not connected to the broker"))
+        return Deferred.fromCoroutine(self._count_on_fresh_channel(session, queue))
+
+    async def _count_on_fresh_channel(self, session: _Session, queue: str) -> int:
+        # A passive declare of a missing queue closes its channel: use a throwaway one.
+        channel = await session.connection.channel()
+        try:
+            return await channel.queue_declare(queue, passive=True)
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
+        return Deferred.fromCoroutine(self._browse(kind, None))
+
+    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
+        return Deferred.fromCoroutine(self._browse(kind, entry_id))
+
+    async def _browse(self, kind: str, replay_id: str | None) -> Any:
+        queue = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}.get(kind)
+        if queue is None:
+            raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
+        session = self._session
+        if session is None or not session.ready:
+            raise TransportError("not connected to the broker")
+        channel = await session.connection.channel()
+        entries: list[SetAsideMessage] = []
+        try:
+            for _ in range(SET_ASIDE_LIMIT):
+                raw = await channel.get(queue)
+                if raw is None:
+                    break
+                entry = _set_aside_entry(kind, raw)
+                if replay_id is None:
+                    entries.append(entry)
+                    continue
+                if entry.id != replay_id:
+                    continue
+                await self._republish(kind, raw, entry)
+                channel.ack(raw.delivery_tag)
+                return True
+        finally:
+            if channel.is_open:
+                channel.close()  # whatever was looked at goes back to the queue
+        return entries if replay_id is None else False
+
+    async def _republish(self, kind: str, raw: RawDelivery, entry: SetAsideMessage) -> None:
+        props = raw.properties
+        headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith("x-scbus-") and k != "x-death"}
+        clean = Properties(
+            content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
+            correlation_id=props.correlation_id, timestamp=props.timestamp, type=props.type,
+            app_id=props.app_id, headers=headers or None,
+        )
+        if kind == DEAD and entry.app_name:
+            out = _Outgoing("", topology.app_queue(entry.app_name), raw.body, clean, None)
+        else:
+            if not entry.type_name:
+                raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
+            out = _Outgoing(topology.type_exchange(entry.type_name), "", raw.body, clean, entry.type_name)
+        await self._send_outgoing(out)
+
+
+def _set_aside_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
+    headers = raw.properties.headers or {}
+    type_name = headers.get(topology.TYPE_HEADER) or raw.properties.type or codec.peek_type(raw.body)
+    app_name = headers.get(topology.APP_HEADER)
+    if kind == UNROUTED:
+        code, reason = UNROUTED, f"no app subscribes to {type_name}"
+    else:
+        code = headers.get(topology.REASON_HEADER)
+        reason = headers.get(topology.ERROR_HEADER)
+        deaths = headers.get("x-death") or []
+        if code is None and deaths:
+            first = deaths[0]
+            code = str(first.get("reason", "dead"))
+            reason = f"dead-lettered by the broker ({code}) from {first.get('queue')}"
+            queue = str(first.get("queue", ""))
+            if queue.startswith("scbus.app."):
+                app_name = queue[len("scbus.app."):]
+        code = code or "dead"
+        reason = reason or "dead-lettered"
+    entry_id = raw.properties.message_id or hashlib.sha1(raw.body).hexdigest()[:16]
+    at = float(raw.properties.timestamp) if raw.properties.timestamp else 0.0
+    return SetAsideMessage(
+        body=raw.body, reason=str(reason), code=str(code), type_name=type_name,
+        app_name=str(app_name) if app_name else None, at=at, id=entry_id,
+    )
+
+
+def _reason(reason: Any) -> str:
+    if isinstance(reason, Failure):
+        return reason.getErrorMessage()
+    return str(reason)
