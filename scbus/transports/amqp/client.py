@@ -61,6 +61,7 @@ class RawDelivery:
 
 class IAMQPConnection(Interface):
     lost = Attribute("A Deferred that fires (with the reason) when the connection is gone.")
+    is_open = Attribute("True while the connection can open channels.")
 
     def channel():
         """Open a channel. Answers a Deferred of an L{IAMQPChannel}."""

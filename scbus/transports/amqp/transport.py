@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -38,6 +37,7 @@ from ...interfaces import IDelivery, ITransport
 from ...message import Message
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
+from .connector import Reconnector
 from .client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 
@@ -186,7 +186,7 @@ class AMQPTransport(Service):
         self._session: _Session | None = None
         self._sessions = itertools.count(1)
         self._outbox: deque[_Outgoing] = deque()
-        self._service: ClientService | None = None
+        self._connector: Reconnector | None = None
         self._stopping = False
         self.connections = 0
 
@@ -235,14 +235,14 @@ class AMQPTransport(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._service = ClientService(
+        self._connector = Reconnector(
             self._make_endpoint(),
             self._make_factory(),
-            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=self.settings.reconnect_max_delay),
-            clock=self._reactor,
-            prepareConnection=self._prepare,
+            self._prepare,
+            self._reactor,
+            max_delay=self.settings.reconnect_max_delay,
         )
-        self._service.startService()
+        self._connector.start()
         log.info("AMQP transport connecting to {broker}", broker=self.settings.describe())
 
     async def _stop(self) -> None:
@@ -250,15 +250,8 @@ class AMQPTransport(Service):
         session, self._session = self._session, None
         if session is not None:
             session.alive = False
-            try:
-                d = session.connection.close()
-                if d is not None:
-                    d.addTimeout(5, self._reactor)
-                    await d
-            except Exception:
-                pass
-        if self._service is not None:
-            await self._service.stopService()
+        if self._connector is not None:
+            await self._connector.stop()
         while self._outbox:
             self._outbox.popleft().d.errback(NotRunning("the transport stopped before this message was sent"))
 
@@ -267,24 +260,15 @@ class AMQPTransport(Service):
         return Deferred.fromCoroutine(self._stop())
 
     def _prepare(self, connection: Any) -> Deferred[None]:
-        """Run by ClientService on each new connection: handshake, declare, consume."""
+        """On each new connection: the AMQP handshake, then declare and consume."""
         d = connection.ready if connection.ready is not None else succeed(None)
-        d.addCallback(lambda _: Deferred.fromCoroutine(self._open_session(connection)))
-
-        def failed(failure: Failure) -> Failure:
-            log.warn("AMQP session set-up failed: {error}", error=failure.getErrorMessage())
-            transport = getattr(connection, "transport", None)
-            if transport is not None:
-                transport.abortConnection()
-            return failure
-
-        return d.addErrback(failed)
+        return d.addCallback(lambda _: Deferred.fromCoroutine(self._open_session(connection)))
 
     async def _open_session(self, connection: Any) -> None:
         if self._stopping:
             raise NotRunning("stopping")
         session = _Session(next(self._sessions), connection)
-        session.topology = await connection.channel()
+        await self._open_topology(session)
         await self._declare_holding_areas(session.topology)
         await self._open_publisher(session)
         self._session = session
@@ -297,6 +281,19 @@ class AMQPTransport(Service):
         log.info("AMQP transport connected (session {n}) to {broker}", n=session.number, broker=self.settings.describe())
         self._flush_outbox()
 
+    async def _open_topology(self, session: _Session) -> None:
+        channel = await session.connection.channel()
+        session.topology = channel
+        channel.closed.addBoth(self._topology_closed, session, channel)
+
+    def _topology_closed(self, reason: Any, session: _Session, channel: IAMQPChannel) -> None:
+        # A refused declaration (say, an exchange that exists with other arguments)
+        # closes the channel it was made on: open another for the next ones.
+        if self._usable(session) and session.topology is channel:
+            log.warn("AMQP declaring channel closed ({reason}); reopening", reason=_reason(reason))
+            session.exchanges = {k: v for k, v in session.exchanges.items() if v is True}
+            Deferred.fromCoroutine(self._open_topology(session)).addErrback(self._session_broken, session)
+
     async def _open_publisher(self, session: _Session) -> None:
         publisher = await session.connection.channel()
         await publisher.confirm()
@@ -304,11 +301,15 @@ class AMQPTransport(Service):
         publisher.closed.addBoth(self._publisher_closed, session, publisher)
 
     def _publisher_closed(self, reason: Any, session: _Session, publisher: IAMQPChannel) -> None:
-        if session.alive and session.publisher is publisher and not self._stopping:
+        if self._usable(session) and session.publisher is publisher:
             log.warn("AMQP publishing channel closed ({reason}); reopening", reason=_reason(reason))
             session.ready = False
             d = Deferred.fromCoroutine(self._open_publisher(session))
             d.addCallbacks(lambda _: self._publisher_back(session), self._session_broken, errbackArgs=(session,))
+
+    def _usable(self, session: _Session) -> bool:
+        """The session's connection is up (a channel closing with it is not news)."""
+        return session.alive and not self._stopping and bool(session.connection.is_open)
 
     def _publisher_back(self, session: _Session) -> None:
         if session.alive:
@@ -433,7 +434,7 @@ class AMQPTransport(Service):
         if app.channel is channel:
             app.channel = app.consumer = None
             app.session = None
-        if session.alive and not self._stopping:
+        if self._usable(session):
             log.warn("{app}: channel closed ({reason}); consuming again", app=app.name, reason=_reason(reason))
             self._reactor.callLater(0.5, self._retry_app, session, app)
 

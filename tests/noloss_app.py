@@ -1,0 +1,41 @@
+"""
+The app the broker tests run in real twistd processes: it answers each Numbered with a
+Handled naming the process, so a test can count what was handled, where, and how often.
+"""
+
+import os
+import time
+from datetime import timedelta
+
+from scbus import Message
+
+
+class Numbered(Message, wire_name="noloss.Numbered"):
+    n: int
+
+
+class Handled(Message, wire_name="noloss.Handled"):
+    n: int
+    pid: int
+    redelivered_hint: bool = False
+
+
+class Slow(Message, wire_name="noloss.Slow"):
+    n: int
+    seconds: float
+
+
+def make_numbers(name, root_config, config):
+    pid = os.getpid()
+
+    def on_numbered(msg):
+        return Handled(n=msg.n, pid=pid)
+
+    def on_slow(msg):
+        time.sleep(msg.seconds)  # a threaded app: blocks its thread, not the reactor
+        return Handled(n=msg.n, pid=pid)
+
+    subscriptions = {Numbered: on_numbered, Slow: on_slow}
+    if config.get("idle"):
+        subscriptions[timedelta(seconds=config["idle"])] = lambda: None
+    return subscriptions
