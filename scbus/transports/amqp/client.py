@@ -60,7 +60,9 @@ class RawDelivery:
 
 
 class IAMQPConnection(Interface):
-    lost = Attribute("A Deferred that fires (with the reason) when the connection is gone.")
+    def when_lost():
+        """A new Deferred that fires, with the reason (an exception), when the connection is gone."""
+
     is_open = Attribute("True while the connection can open channels.")
 
     def channel():

@@ -70,7 +70,7 @@ class Reconnector:
     def _connected(self, protocol: Any) -> None:
         self._connecting = None
         self.protocol = protocol
-        protocol.lost.addBoth(self._lost, protocol)
+        protocol.when_lost().addCallback(self._lost, protocol)
         if not self._running:
             protocol.close()
             return
@@ -114,8 +114,7 @@ class Reconnector:
         protocol = self.protocol
         if protocol is None:
             return succeed(None)
-        lost = Deferred()
-        protocol.lost.addBoth(lambda _: lost.callback(None) if not lost.called else None)
+        lost = protocol.when_lost()
         protocol.close()
         timer = self._clock.callLater(5, self._abort, protocol)
         lost.addBoth(lambda r: timer.cancel() if timer.active() else None)

@@ -167,14 +167,25 @@ class PikaConnection(TwistedProtocolConnection):
 
     def __init__(self, parameters: pika.ConnectionParameters, reactor: Any) -> None:
         super().__init__(parameters, custom_reactor=reactor)
-        self.lost: Deferred[Any] = Deferred()
+        self._lost_reason: Exception | None = None
+        self._lost_observers: list[Deferred[Exception]] = []
+
+    def when_lost(self) -> Deferred[Exception]:
+        if self._lost_reason is not None:
+            return succeed(self._lost_reason)
+        d: Deferred[Exception] = Deferred()
+        self._lost_observers.append(d)
+        return d
 
     def connectionLost(self, reason: Any = None) -> None:
         try:
             super().connectionLost(reason)
         finally:
-            if not self.lost.called:
-                self.lost.callback(reason)
+            value = getattr(reason, "value", reason)
+            self._lost_reason = value if isinstance(value, Exception) else ConnectionError(str(value))
+            observers, self._lost_observers = self._lost_observers, []
+            for d in observers:
+                d.callback(self._lost_reason)
 
     def channel(self, channel_number: int | None = None) -> Deferred[PikaChannel]:
         return super().channel(channel_number).addCallback(PikaChannel)
@@ -182,7 +193,7 @@ class PikaConnection(TwistedProtocolConnection):
     def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> Any:
         if self.transport is not None and not self._impl.is_closed and not self._impl.is_closing:
             super().close(reply_code, reply_text)
-        return self.lost
+        return self.when_lost()
 
 
 def pika_factory(settings: AMQPSettings, reactor: Any, connection_name: str) -> Factory:

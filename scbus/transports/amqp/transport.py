@@ -272,7 +272,7 @@ class AMQPTransport(Service):
         await self._declare_holding_areas(session.topology)
         await self._open_publisher(session)
         self._session = session
-        connection.lost.addBoth(self._lost, session)
+        connection.when_lost().addCallback(self._lost, session)
         for app in list(self._apps.values()):
             await self._start_app(session, app)
         await self._start_unrouted_log(session)
