@@ -244,16 +244,21 @@ class ApplicationMessageBus:
         Run the handler for C{message}. Always answers a Deferred of a list of messages,
         which never fails: an error becomes an L{AppErrorOccurredMessage} in the list.
         """
-        if isinstance(message, HeartbeatMessage) and self.handler_for(type(message)) is None:
-            return succeed(self._answer_heartbeat(message))
+        result = self.handle_now(message)
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def handle_now(self, message: Message) -> list[Message] | Deferred[list[Message]]:
+        """L{handle}, answering the list itself when the handler finished synchronously."""
         handler = self.handler_for(type(message))
         if handler is None:
+            if isinstance(message, HeartbeatMessage):
+                return self._answer_heartbeat(message)
             log.error(
                 "{app}: no handler for {type}; delivered by mistake, dropped",
                 app=self.name,
                 type=message.wire_name,
             )
-            return succeed([])
+            return []
         return self._run(handler, (message,), message, None)
 
     def idle(self, interval: timedelta) -> Deferred[list[Message]]:
@@ -263,7 +268,8 @@ class ApplicationMessageBus:
         except KeyError:
             raise KeyError(f"app {self.name!r} has no idle handler for {interval}") from None
         self.idle_last_run[interval] = self._reactor.seconds()
-        return self._run(handler, (), None, interval)
+        result = self._run(handler, (), None, interval)
+        return result if isinstance(result, Deferred) else succeed(result)
 
     def _run(
         self,
@@ -271,7 +277,7 @@ class ApplicationMessageBus:
         args: tuple[Any, ...],
         message: Message | None,
         interval: timedelta | None,
-    ) -> Deferred[list[Message]]:
+    ) -> list[Message] | Deferred[list[Message]]:
         captured = CapturedLog()
         if self._pool is not None:
             self._running_in_pool += 1
@@ -285,9 +291,9 @@ class ApplicationMessageBus:
             except BaseException as e:
                 if not isinstance(e, Exception):
                     raise
-                return succeed(self._failed(Failure(), captured, handler, message, interval))
+                return self._failed(Failure(), captured, handler, message, interval)
             if not isinstance(result, Deferred):
-                return succeed(self._finished(result, message))
+                return self._finished(result, message)
             d = result
         d.addCallbacks(
             self._finished,

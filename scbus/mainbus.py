@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -287,8 +287,15 @@ class MainMessageBus(Service):
         app.in_flight[delivery] = self._reactor.seconds()
         if delivery.redelivered:
             app.redelivered += 1
-        d = app.bus.handle(delivery.message)
-        d.addCallback(self._send_results, app, delivery)
+        result = app.bus.handle_now(delivery.message)
+        if isinstance(result, Deferred):
+            d = result.addCallback(self._send_results, app, delivery)
+        else:
+            try:
+                sent = self._send_results(result, app, delivery)
+            except _Abandoned:
+                sent = fail()
+            d = sent if sent is not None else succeed(None)
         d.addCallbacks(
             self._ack, self._not_sent, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
         )

@@ -170,6 +170,16 @@ class PikaConnection(TwistedProtocolConnection):
         self._lost_reason: Exception | None = None
         self._lost_observers: list[Deferred[Exception]] = []
 
+    def makeConnection(self, transport: Any) -> None:
+        # Small frames (confirms, acks) must not wait for Nagle's algorithm.
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+        super().makeConnection(transport)
+
     def when_lost(self) -> Deferred[Exception]:
         if self._lost_reason is not None:
             return succeed(self._lost_reason)

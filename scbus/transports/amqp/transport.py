@@ -26,6 +26,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.task import LoopingCall
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -111,7 +112,7 @@ class _App:
 
 
 class _Outgoing:
-    __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d")
+    __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d", "deadline")
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None) -> None:
         self.exchange = exchange
@@ -186,6 +187,9 @@ class AMQPTransport(Service):
         self._session: _Session | None = None
         self._sessions = itertools.count(1)
         self._outbox: deque[_Outgoing] = deque()
+        self._unconfirmed: dict[int, _Outgoing] = {}
+        self._sweeper = LoopingCall(self._sweep_unconfirmed)
+        self._sweeper.clock = reactor
         self._connector: Reconnector | None = None
         self._stopping = False
         self.connections = 0
@@ -243,10 +247,13 @@ class AMQPTransport(Service):
             max_delay=self.settings.reconnect_max_delay,
         )
         self._connector.start()
+        self._sweeper.start(min(1.0, self.settings.confirm_timeout / 2), now=False)
         log.info("AMQP transport connecting to {broker}", broker=self.settings.describe())
 
     async def _stop(self) -> None:
         self._stopping = True
+        if self._sweeper.running:
+            self._sweeper.stop()
         session, self._session = self._session, None
         if session is not None:
             session.alive = False
@@ -560,7 +567,6 @@ class AMQPTransport(Service):
             correlation_id=message.correlation_id,
             timestamp=int(message.created_at),
             type=message.wire_name,
-            app_id=self._bus_name,
         )
         out = _Outgoing(topology.type_exchange(message.wire_name), "", body, properties, message.wire_name)
         return self._send_outgoing(out)
@@ -626,46 +632,53 @@ class AMQPTransport(Service):
         return mine
 
     def _dispatch(self, session: _Session, out: _Outgoing) -> None:
-        if out.declare is None:
-            d = self._publish_now(session, out)
-        else:
-            d = self._ensure_exchange(session, out.declare)
-            d.addCallback(lambda _: self._publish_now(session, out))
-        d.addErrback(self._publish_failed, session, out)
+        if out.declare is None or session.exchanges.get(topology.type_exchange(out.declare)) is True:
+            self._publish_now(session, out)
+            return
+        d = self._ensure_exchange(session, out.declare)
+        d.addCallbacks(
+            lambda _: self._publish_now(session, out), self._publish_failed, errbackArgs=(session, out)
+        )
 
-    def _publish_now(self, session: _Session, out: _Outgoing) -> Deferred[None]:
+    def _publish_now(self, session: _Session, out: _Outgoing) -> None:
         publisher = session.publisher
         if publisher is None or not publisher.is_open or not session.alive:
-            return fail(TransportError("publishing channel closed"))
-        confirmed = publisher.publish(out.exchange, out.routing_key, out.body, out.properties, mandatory=True)
-        # Our own Deferred: a confirm that never comes must not leave send() hanging,
-        # and pika's Deferred must not be cancelled under it.
-        result: Deferred[None] = Deferred()
-        timer = self._reactor.callLater(self.settings.confirm_timeout, self._confirm_late, result)
+            self._publish_failed(Failure(TransportError("publishing channel closed")), session, out)
+            return
+        try:
+            confirmed = publisher.publish(out.exchange, out.routing_key, out.body, out.properties, mandatory=True)
+        except Exception:
+            self._publish_failed(Failure(), session, out)
+            return
+        # A confirm that never comes must not leave send() hanging: the sweep fails it.
+        out.deadline = self._reactor.seconds() + self.settings.confirm_timeout
+        self._unconfirmed[id(out)] = out
+        confirmed.addCallbacks(self._confirmed, self._not_confirmed, callbackArgs=(out,), errbackArgs=(session, out))
 
-        def settle(outcome: Any) -> None:
-            if timer.active():
-                timer.cancel()
-            if not result.called:
-                result.callback(outcome) if not isinstance(outcome, Failure) else result.errback(outcome)
+    def _confirmed(self, _: Any, out: _Outgoing) -> None:
+        self._unconfirmed.pop(id(out), None)
+        if not out.d.called:
+            out.d.callback(None)
 
-        confirmed.addBoth(settle)
-        result.addCallback(lambda _: out.d.callback(None))
-        return result
+    def _not_confirmed(self, failure: Failure, session: _Session, out: _Outgoing) -> None:
+        self._unconfirmed.pop(id(out), None)
+        self._publish_failed(failure, session, out)
 
-    def _confirm_late(self, result: Deferred[None]) -> None:
-        if not result.called:
-            result.errback(TransportError(
-                f"the broker did not confirm within {self.settings.confirm_timeout}s"
-            ))
+    def _sweep_unconfirmed(self) -> None:
+        now = self._reactor.seconds()
+        late = [out for out in self._unconfirmed.values() if out.deadline <= now]
+        for out in late:
+            self._unconfirmed.pop(id(out), None)
+            if not out.d.called:
+                out.d.errback(TransportError(
+                    f"the broker did not confirm within {self.settings.confirm_timeout}s"
+                ))
 
     def _publish_failed(self, failure: Failure, session: _Session, out: _Outgoing) -> None:
         if out.d.called:
             return
         if failure.check(PublishRefused, PublishReturned, _DeclareFailed):
             out.d.errback(TransportError(failure.getErrorMessage()))
-        elif failure.check(TransportError) and "did not confirm" in failure.getErrorMessage():
-            out.d.errback(failure)
         elif self._stopping or not self.running:
             out.d.errback(NotRunning("the transport stopped before the broker confirmed this message"))
         else:

@@ -1,0 +1,327 @@
+"""
+The bus over RabbitMQ against a raw pika-Twisted loop doing the same work on the same
+broker in the same run. Not a test: compare the ratios, not the absolute numbers.
+
+    python -m bench.amqp_throughput [--messages 20000] [--prefetch 10] [--backlog 200000]
+
+Starts its own private RabbitMQ node (as the tests do) unless --url is given.
+
+1. throughput: N messages preloaded into a queue; each is consumed, answered by one
+   published message (publisher confirms), and acknowledged after the confirm.
+     raw       pika's TwistedProtocolConnection, the body passed through as bytes
+     raw+json  the same, also decoding the JSON and encoding an answer
+     bus       MainMessageBus + AMQPTransport, the handler returns one message
+   Timed from the first message handled to the last.
+2. latency: one message at a time through a two-app chain (ping -> pong), p50/p99.
+3. memory: the bus's peak RSS (a real twistd process) while --backlog messages wait in
+   its queue, against the same process with an empty queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import pika
+from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet import defer, reactor, task, threads
+from twisted.internet.protocol import ClientCreator
+
+from bench.broker import envelope, preload, queue_count, start_node, wait_count
+from scbus.appbus import ApplicationMessageBus
+from scbus.mainbus import MainMessageBus
+from scbus.message import Message
+from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
+from scbus.transports.amqp import topology
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BenchIn(Message, wire_name="bench.In"):
+    n: int
+
+
+class BenchOut(Message, wire_name="bench.Out"):
+    n: int
+
+
+class Ping(Message, wire_name="bench.Ping"):
+    n: int
+
+
+class Pong(Message, wire_name="bench.Pong"):
+    n: int
+    sent_at: float
+
+
+def blocking(url, fn):
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return fn(connection.channel())
+    finally:
+        connection.close()
+
+
+async def connect(url):
+    params = pika.URLParameters(url)
+    connection = await ClientCreator(reactor, TwistedProtocolConnection, params).connectTCP(params.host, params.port)
+    connection.transport.setTcpNoDelay(True)  # as the transport does
+    await connection.ready
+    return connection
+
+
+async def raw_loop(url, n, prefetch, with_json):
+    def declare(ch):
+        ch.queue_declare("bench.raw.in", durable=True)
+        ch.queue_purge("bench.raw.in")
+        ch.exchange_declare("bench.raw.out", "fanout", durable=True)
+        ch.queue_declare("bench.raw.sink", durable=True)
+        ch.queue_bind("bench.raw.sink", "bench.raw.out")
+        ch.queue_purge("bench.raw.sink")
+
+    await threads.deferToThread(blocking, url, declare)
+    bodies = [envelope("bench.In", i) for i in range(n)]
+    await threads.deferToThread(preload, url, "", "bench.raw.in", bodies)
+    await threads.deferToThread(wait_count, url, "bench.raw.in", n)
+    connection = await connect(url)
+    ch_in = await connection.channel()
+    await ch_in.basic_qos(prefetch_count=prefetch)
+    ch_out = await connection.channel()
+    await ch_out.confirm_delivery()
+    queue, _tag = await ch_in.basic_consume("bench.raw.in", auto_ack=False)
+    out_props = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+    done = defer.Deferred()
+    state = {"count": 0, "first": None}
+
+    def on_message(item):
+        channel, method, _props, body = item
+        if state["first"] is None:
+            state["first"] = time.perf_counter()
+        if with_json:
+            data = json.loads(body)
+            body = json.dumps({**data, "type": "bench.Out", "id": data["id"][::-1]}).encode()
+
+        def confirmed(_):
+            channel.basic_ack(method.delivery_tag)
+            state["count"] += 1
+            if state["count"] == n:
+                done.callback(time.perf_counter())
+
+        ch_out.basic_publish("bench.raw.out", "", body, out_props).addCallback(confirmed)
+        queue.get().addCallback(on_message).addErrback(lambda f: None)
+
+    for _ in range(prefetch):
+        queue.get().addCallback(on_message).addErrback(lambda f: None)
+    end = await done
+    connection.close()
+    return n / (end - state["first"])
+
+
+def declare_bus_topology(url, app, in_type, out_type, sink):
+    def declare(ch):
+        ch.exchange_declare(topology.UNROUTED_EXCHANGE, "fanout", durable=True)
+        for wire in (in_type, out_type):
+            ch.exchange_declare(topology.type_exchange(wire), "fanout", durable=True, arguments=topology.exchange_arguments())
+        queue = topology.app_queue(app)
+        ch.queue_declare(queue, durable=True, arguments=topology.queue_arguments("classic", 20))
+        ch.queue_purge(queue)
+        ch.queue_bind(queue, topology.type_exchange(in_type))
+        ch.queue_declare(sink, durable=True)
+        ch.queue_bind(sink, topology.type_exchange(out_type))
+        ch.queue_purge(sink)
+
+    blocking(url, declare)
+
+
+async def bus_loop(url, n, prefetch):
+    await threads.deferToThread(declare_bus_topology, url, "bench", "bench.In", "bench.Out", "bench.bus.sink")
+    bodies = [envelope("bench.In", i) for i in range(n)]
+    await threads.deferToThread(preload, url, topology.type_exchange("bench.In"), "", bodies, "bench.In")
+    await threads.deferToThread(wait_count, url, topology.app_queue("bench"), n)
+    settings = parse_amqp_settings({"url": url})
+    settings.app_prefetch = {"bench": prefetch}
+    transport = AMQPTransport(settings, bus_name="bench")
+    bus = MainMessageBus("bench", transport)
+    state = {"first": None}
+
+    def handle(msg):
+        if state["first"] is None:
+            state["first"] = time.perf_counter()
+        return BenchOut(n=msg.n)
+
+    subs = {BenchIn: handle}
+    bus.add_app("bench", ApplicationMessageBus("bench", subs), subs, max_in_flight=prefetch)
+    transport.startService()
+    bus.startService()
+    runner = bus._apps["bench"]
+    while runner.acked < n:
+        await task.deferLater(reactor, 0.005, lambda: None)
+    end = time.perf_counter()
+    await bus.stopService()
+    await transport.stopService()
+    return n / (end - state["first"])
+
+
+async def latency(url, samples):
+    latencies = []
+    settings = parse_amqp_settings({"url": url})
+    transport = AMQPTransport(settings, bus_name="latency")
+    bus = MainMessageBus("latency", transport)
+    ping_subs = {Ping: lambda m: Pong(n=m.n, sent_at=m.created_at)}
+    pong_subs = {Pong: lambda m: latencies.append(time.time() - m.sent_at)}
+    bus.add_app("lat_ping", ApplicationMessageBus("lat_ping", ping_subs), ping_subs)
+    bus.add_app("lat_pong", ApplicationMessageBus("lat_pong", pong_subs), pong_subs)
+    transport.startService()
+    bus.startService()
+    while not all(a.ready for a in bus._apps.values()):
+        await task.deferLater(reactor, 0.05, lambda: None)
+    for i in range(samples):
+        await transport.send(Ping(n=i))
+        await task.deferLater(reactor, 0.02, lambda: None)
+    deadline = time.monotonic() + 10
+    while len(latencies) < samples and time.monotonic() < deadline:
+        await task.deferLater(reactor, 0.05, lambda: None)
+    await bus.stopService()
+    await transport.stopService()
+    latencies.sort()
+    ms = [x * 1000 for x in latencies]
+    return {
+        "samples": len(ms),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+        "max_ms": round(ms[-1], 2),
+    }
+
+
+RSS_APP = '''
+import time
+from scbus import Message
+
+class Slow(Message, wire_name="bench.Slow"):
+    n: int
+
+def make_slow(name, root_config, config):
+    def on_slow(msg):
+        time.sleep(0.005)
+    return {Slow: on_slow}
+'''
+
+RSS_CONFIG = '''
+[bus]
+name = "rss"
+[transport]
+type = "amqp"
+url = "{url}"
+[apps.rss]
+builder = "rss_app:make_slow"
+threads = 2
+max_in_flight = {prefetch}
+'''
+
+
+def peak_rss_kib(url, prefetch, backlog, seconds):
+    """Run a twistd bus on the app's queue holding `backlog` messages; its peak RSS."""
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    with tempfile.TemporaryDirectory() as work:
+        with open(os.path.join(work, "rss_app.py"), "w") as f:
+            f.write(RSS_APP)
+        with open(os.path.join(work, "scbus.toml"), "w") as f:
+            f.write(RSS_CONFIG.format(url=url, prefetch=prefetch))
+        declare_bus_topology(url, "rss", "bench.Slow", "bench.SlowOut", "bench.rss.sink")
+        if backlog:
+            batch = 20000
+            for start in range(0, backlog, batch):
+                preload(url, topology.type_exchange("bench.Slow"), "",
+                        (envelope("bench.Slow", i) for i in range(start, min(backlog, start + batch))), "bench.Slow")
+            wait_count(url, topology.app_queue("rss"), backlog, timeout=300)
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        process = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "--logfile=" + os.path.join(work, "log"), "scbus", "--config=scbus.toml"],
+            cwd=work, env=env,
+        )
+        peak = 0
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                with open(f"/proc/{process.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak = max(peak, int(line.split()[1]))
+            waiting = queue_count(url, topology.app_queue("rss"))
+        finally:
+            process.terminate()
+            process.wait(30)
+        blocking(url, lambda ch: ch.queue_purge(topology.app_queue("rss")))
+        return peak, waiting
+
+
+async def main(args):
+    results = {}
+    node = None
+    url = args.url
+    if url is None:
+        node = await threads.deferToThread(start_node)
+        url = node.url
+    try:
+        figures = {"raw": [], "raw+json": [], "bus": []}
+        for _ in range(args.repeat):
+            figures["raw"].append(await raw_loop(url, args.messages, args.prefetch, False))
+            figures["raw+json"].append(await raw_loop(url, args.messages, args.prefetch, True))
+            figures["bus"].append(await bus_loop(url, args.messages, args.prefetch))
+        best = {k: max(v) for k, v in figures.items()}
+        results["throughput"] = {
+            "messages": args.messages,
+            "prefetch": args.prefetch,
+            "msgs_per_s": {k: round(v) for k, v in best.items()},
+            "all_runs": {k: [round(x) for x in v] for k, v in figures.items()},
+            "bus_vs_raw": round(best["bus"] / best["raw"], 3),
+            "bus_vs_raw_json": round(best["bus"] / best["raw+json"], 3),
+        }
+        results["latency_two_app_chain"] = await latency(url, args.samples)
+        if args.backlog:
+            empty, _ = await threads.deferToThread(peak_rss_kib, url, args.prefetch, 0, args.rss_seconds)
+            full, waiting = await threads.deferToThread(peak_rss_kib, url, args.prefetch, args.backlog, args.rss_seconds)
+            results["peak_rss"] = {
+                "empty_queue_kib": empty,
+                "backlog": args.backlog,
+                "still_waiting_at_end": waiting,
+                "with_backlog_kib": full,
+                "ratio": round(full / empty, 3) if empty else None,
+            }
+    finally:
+        if node is not None:
+            await threads.deferToThread(node.cleanup)
+    print(json.dumps(results, indent=2))
+
+
+def run():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=None, help="use this broker instead of starting a private node")
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--prefetch", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--backlog", type=int, default=200000)
+    parser.add_argument("--rss-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    outcome = {}
+
+    def go():
+        d = defer.Deferred.fromCoroutine(main(args))
+        d.addErrback(lambda f: (outcome.setdefault("error", f), f.printTraceback()))
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    return 1 if "error" in outcome else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,117 @@
+"""amqps:// against a RabbitMQ node with a test certificate, verified against its CA."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import pwd
+
+import pytest
+from twisted.internet import reactor, task
+from twisted.trial import unittest
+
+from ..contract.test_amqp_contract import connected, make_amqp_transport
+from ..contract.transport_contract import Note
+from ..rabbit import RabbitNode, available, free_port
+
+
+def _write_test_pki(directory: str) -> dict[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def key():
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = key()
+    ca = (
+        x509.CertificateBuilder().subject_name(name("scbus test CA")).issuer_name(name("scbus test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = key()
+    server = (
+        x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+        .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+    with open(paths["ca.pem"], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.pem"], "wb") as f:
+        f.write(server.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.key"], "wb") as f:
+        f.write(server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ))
+    user = pwd.getpwnam("rabbitmq")
+    for path in paths.values():
+        os.chown(path, user.pw_uid, user.pw_gid)
+        os.chmod(path, 0o644)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tls_rabbit():
+    reason = available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    node = RabbitNode(name=f"scbus-tls-{free_port()}")
+    pki = _write_test_pki(node.base)
+    node.tls_port = free_port()
+    for line in (
+        f"listeners.ssl.default = 127.0.0.1:{node.tls_port}",
+        f"ssl_options.cacertfile = {pki['ca.pem']}",
+        f"ssl_options.certfile = {pki['server.pem']}",
+        f"ssl_options.keyfile = {pki['server.key']}",
+        "ssl_options.verify = verify_none",
+        "ssl_options.fail_if_no_peer_cert = false",
+    ):
+        node.add_config(line)
+    node.ca_file = pki["ca.pem"]
+    node.start()
+    yield node
+    node.cleanup()
+
+
+@pytest.fixture
+def tls_for_class(request, tls_rabbit):
+    request.cls.node = tls_rabbit
+
+
+@pytest.mark.usefixtures("tls_for_class")
+class TLSTests(unittest.TestCase):
+    timeout = 90
+
+    async def test_amqps_with_the_ca_verifies_and_carries_messages(self):
+        url = f"amqps://guest:guest@localhost:{self.node.tls_port}/%2F"
+        # guest may only log in over loopback, which this is.
+        transport = make_amqp_transport(self, url, ca_file=self.node.ca_file)
+        await connected(transport)
+        await transport.setup("tls_app", [Note])
+        await transport.send(Note(text="over TLS"))
+        delivery = await transport.retrieve("tls_app").addTimeout(10, reactor)
+        self.assertEqual(delivery.message.text, "over TLS")
+        await delivery.ack()
+
+    async def test_a_certificate_the_client_cannot_verify_is_refused(self):
+        url = f"amqps://guest:guest@localhost:{self.node.tls_port}/%2F"
+        transport = make_amqp_transport(self, url)  # platform trust: does not know the test CA
+        await task.deferLater(reactor, 3, lambda: None)
+        self.assertFalse(transport.connected)
