@@ -30,6 +30,10 @@ class Mismatch(Message, wire_name="bus.Mismatch"):
     n: int
 
 
+class Lonely(Message, wire_name="bus.Lonely"):
+    note: str
+
+
 async def eventually(check, timeout=30.0):
     deadline = reactor.seconds() + timeout
     while not check():
@@ -146,3 +150,56 @@ class MainBusOverAMQPTests(unittest.TestCase):
         text = "\n".join(formatEvent(e) + repr(e) for e in events)
         self.assertIn("AMQP transport connected", text)
         self.assertNotIn(secret, text)
+
+
+@pytest.mark.usefixtures("rabbit_for_class")
+class QuorumAndUnroutedTests(unittest.TestCase):
+    timeout = 120
+
+    async def test_a_message_that_keeps_killing_its_consumer_is_set_aside(self):
+        transport = make_amqp_transport(self, self.rabbit.url, queue_type="quorum", delivery_limit=2)
+        await connected(transport)
+        app = "it_poison"
+        await transport.setup(app, [Order])
+        poison = Order(item="poison", quantity=1)
+        await transport.send(poison)
+        deliveries = 0
+        for _ in range(5):
+            try:
+                delivery = await transport.retrieve(app).addTimeout(3, reactor)
+            except defer.TimeoutError:
+                break
+            self.assertEqual(delivery.message.id, poison.id)
+            deliveries += 1
+            # the consumer "dies" holding it: its channel closes without an ack
+            channel = transport._apps[app].channel
+            channel.close()
+            await channel.closed
+            await eventually(lambda: transport._apps[app].consumer is not None)
+        self.assertEqual(deliveries, 3)  # the first delivery and two more, then set aside
+        dead = [e for e in await transport.set_aside("dead") if e.id == poison.id]
+        self.assertEqual(len(dead), 1)
+        self.assertEqual(dead[0].code, "delivery_limit")
+        self.assertEqual(dead[0].app_name, app)
+        # and it can be put back once the cause is fixed
+        self.assertTrue(await transport.replay("dead", poison.id))
+        delivery = await transport.retrieve(app).addTimeout(10, reactor)
+        self.assertEqual(delivery.message.id, poison.id)
+        await delivery.ack()
+
+    async def test_unrouted_messages_are_logged_with_their_type(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        transport = make_amqp_transport(self, self.rabbit.url)
+        await connected(transport)
+        lonely = Lonely(note="to nobody")
+        await transport.send(lonely)
+        from twisted.logger import formatEvent
+
+        def logged():
+            return any("unrouted: no app subscribes to bus.Lonely" in formatEvent(e) and lonely.id in formatEvent(e) for e in events)
+
+        await eventually(logged)
+        kept = [e for e in await transport.set_aside("unrouted") if e.id == lonely.id]
+        self.assertEqual([e.type_name for e in kept], ["bus.Lonely"])

@@ -48,14 +48,17 @@ class Properties:
 
 @dataclasses.dataclass
 class RawDelivery:
-    """A message as the broker handed it over, before decoding."""
+    """
+    A message as the broker handed it over, before decoding. C{properties} has the
+    attributes of L{Properties} (a client may hand over its own properties object).
+    """
 
     channel: IAMQPChannel
     delivery_tag: int
     redelivered: bool
     exchange: str
     routing_key: str
-    properties: Properties
+    properties: Any
     body: bytes
 
 

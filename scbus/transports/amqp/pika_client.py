@@ -42,19 +42,6 @@ def _to_pika(p: Properties) -> pika.BasicProperties:
     )
 
 
-def _from_pika(p: pika.BasicProperties) -> Properties:
-    return Properties(
-        content_type=p.content_type,
-        delivery_mode=p.delivery_mode,
-        message_id=p.message_id,
-        correlation_id=p.correlation_id,
-        timestamp=p.timestamp,
-        type=p.type,
-        app_id=p.app_id,
-        headers=p.headers,
-    )
-
-
 @implementer(IAMQPConsumer)
 class _PikaConsumer:
     def __init__(self, channel: PikaChannel, queue_obj: Any, tag: str) -> None:
@@ -92,7 +79,8 @@ class PikaChannel:
             redelivered=bool(method.redelivered),
             exchange=method.exchange,
             routing_key=method.routing_key,
-            properties=_from_pika(received.properties),
+            # pika's BasicProperties has every attribute of Properties: no copy needed.
+            properties=received.properties,
             body=received.body,
         )
 

@@ -276,7 +276,7 @@ class AMQPTransport(Service):
             raise NotRunning("stopping")
         session = _Session(next(self._sessions), connection)
         await self._open_topology(session)
-        await self._declare_holding_areas(session.topology)
+        await self._declare_holding_areas(session)
         await self._open_publisher(session)
         self._session = session
         connection.when_lost().addCallback(self._lost, session)
@@ -343,11 +343,20 @@ class AMQPTransport(Service):
                 reason=_reason(reason),
             )
 
-    async def _declare_holding_areas(self, channel: IAMQPChannel) -> None:
+    async def _declare_holding_areas(self, session: _Session) -> None:
+        """
+        scbus.unrouted and scbus.dead. They are shared by every app and process, so one
+        that exists is used as it is (whatever its queue type); a missing one is made.
+        """
+        channel = session.topology
+        assert channel is not None
         qtype = self.settings.queue_type
         for exchange, queue in ((topology.UNROUTED_EXCHANGE, topology.UNROUTED_QUEUE), (topology.DEAD_EXCHANGE, topology.DEAD_QUEUE)):
             await channel.exchange_declare(exchange, "fanout", durable=True)
-            await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
+            try:
+                await self._count_on_fresh_channel(session, queue)
+            except Exception:
+                await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
             await channel.queue_bind(queue, exchange)
 
     async def _start_unrouted_log(self, session: _Session) -> None:
