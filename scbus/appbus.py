@@ -185,6 +185,8 @@ class ApplicationMessageBus:
         self.last_handled_at: float | None = None
         self.last_error: str | None = None
         self.idle_last_run: dict[timedelta, float] = {}
+        self.last_heartbeat_lag: float | None = None
+        self.last_heartbeat_at: float | None = None
         self._running_in_pool = 0
         install_log_capture()
 
@@ -247,12 +249,18 @@ class ApplicationMessageBus:
         result = self.handle_now(message)
         return result if isinstance(result, Deferred) else succeed(result)
 
-    def handle_now(self, message: Message) -> list[Message] | Deferred[list[Message]]:
-        """L{handle}, answering the list itself when the handler finished synchronously."""
+    def handle_now(
+        self, message: Message, received_at: float | None = None
+    ) -> list[Message] | Deferred[list[Message]]:
+        """
+        L{handle}, answering the list itself when the handler finished synchronously.
+        C{received_at} (when the transport handed the message over) splits a heartbeat's
+        delay into time in the queue and time waiting here.
+        """
         handler = self.handler_for(type(message))
         if handler is None:
             if isinstance(message, HeartbeatMessage):
-                return self._answer_heartbeat(message)
+                return self._answer_heartbeat(message, received_at)
             log.error(
                 "{app}: no handler for {type}; delivered by mistake, dropped",
                 app=self.name,
@@ -374,17 +382,22 @@ class ApplicationMessageBus:
             report.correlation_id = message.correlation_id or message.id
         return [report]
 
-    def _answer_heartbeat(self, heartbeat: HeartbeatMessage) -> list[Message]:
+    def _answer_heartbeat(self, heartbeat: HeartbeatMessage, received_at: float | None = None) -> list[Message]:
         if heartbeat.app_name not in (None, self.name):
             return []
         self.handled += 1
         now = self._reactor.seconds()
         self.last_handled_at = now
+        received = now if received_at is None else received_at
+        queued = max(0.0, received - heartbeat.created_at)
+        self.last_heartbeat_lag = max(0.0, now - heartbeat.created_at)
+        self.last_heartbeat_at = now
         return [
             HeartbeatResponseMessage(
                 app_name=self.name,
                 heartbeat_id=heartbeat.id,
-                queued_seconds=max(0.0, now - heartbeat.created_at),
+                queued_seconds=queued,
+                handling_seconds=max(0.0, now - received),
                 handled=self.handled,
                 errors=self.errors,
                 correlation_id=heartbeat.correlation_id or heartbeat.id,

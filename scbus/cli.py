@@ -1,15 +1,22 @@
 """
 The C{scbus} command: small operator tools beside the twistd plugin.
 
-  scbus hash-password            make a console password hash (reads the password twice)
-  scbus check-config FILE        load FILE and call every app's builder, as twistd would
+  scbus hash-password                 make a console password hash (reads it twice)
+  scbus check-config FILE             load FILE and call every app's builder, as twistd would
+  scbus status --config FILE [--json] every live bus process and its apps; exit 1 if unhealthy
+  scbus ping --config FILE [--process P] [--app A]   is it answering, and how fast
+
+status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2 (bad
+config) or 3 (broker unreachable), so they can serve as health checks.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
+from typing import Any
 
 from .errors import ConfigError
 from .passwords import hash_password
@@ -48,6 +55,74 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
+    from .config import load_config
+    from .control_client import BrokerUnreachable, ControlClient
+    from .transports.amqp.settings import parse_amqp_settings
+
+    try:
+        config = load_config(args.config)
+        if config.transport.type != "amqp":
+            raise ConfigError(
+                config.source, "transport.type",
+                "status and ping need the amqp transport; a local bus has no control path "
+                "outside its process (use status() in its console)",
+            )
+        settings = parse_amqp_settings(config.transport.options, config.source)
+    except ConfigError as e:
+        print(f"scbus: {e}", file=sys.stderr)
+        return 2
+    try:
+        return config, ControlClient(settings)
+    except BrokerUnreachable as e:
+        print(f"scbus: cannot reach the broker: {e}", file=sys.stderr)
+        return 3
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .control import assess, render
+
+    made = _control_client(args)
+    if isinstance(made, int):
+        return made
+    config, client = made
+    try:
+        answers = [answer for _, answer in client.ask({"op": "status"}, args.timeout)]
+        expected = {name: app.expected_processes for name, app in config.apps.items() if app.enabled}
+        queued, consumers = client.queue_facts(list(expected))
+    finally:
+        client.close()
+    health = assess(answers, expected, consumers, queued)
+    if args.json:
+        print(json.dumps({
+            "healthy": health.healthy,
+            "problems": health.problems,
+            "processes": health.answers,
+            "queues": {app: {"ready": queued.get(app), "consumers": consumers.get(app)} for app in expected},
+        }, indent=2, default=repr))
+    else:
+        print(render(health))
+    return 0 if health.healthy else 1
+
+
+def _ping(args: argparse.Namespace) -> int:
+    made = _control_client(args)
+    if isinstance(made, int):
+        return made
+    _config, client = made
+    target = {k: v for k, v in (("process", args.process), ("app", args.app)) if v}
+    try:
+        answers = client.ask({"op": "ping", "target": target}, args.timeout)
+    finally:
+        client.close()
+    for elapsed, answer in sorted(answers, key=lambda a: a[0]):
+        print(f"{answer.get('process')}: answered in {elapsed * 1000:.1f} ms (apps: {', '.join(answer.get('apps', []))})")
+    if not answers:
+        print(f"no answer within {args.timeout}s from {target or 'any process'}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scbus", description="scbus operator tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     cc = commands.add_parser("check-config", help="check a config file and its app builders")
     cc.add_argument("file")
     cc.set_defaults(run=_check_config)
+    st = commands.add_parser("status", help="ask every live bus process for its status")
+    st.add_argument("--config", required=True, help="the bus config (to find the broker and the apps)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    st.set_defaults(run=_status)
+    pg = commands.add_parser("ping", help="ask one process, or the processes of one app, to answer")
+    pg.add_argument("--config", required=True)
+    pg.add_argument("--process", help="process name (bus@host:pid), pid or bus name")
+    pg.add_argument("--app", help="only processes running this app")
+    pg.add_argument("--timeout", type=float, default=2.0)
+    pg.set_defaults(run=_ping)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -75,6 +75,8 @@ class AppConfig:
     enabled: bool = True
     threads: int = 0
     max_in_flight: int = 10
+    #: How many live processes should run this app (``scbus status`` checks it).
+    expected_processes: int = 1
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -214,6 +216,7 @@ _APP = {
     "enabled": _bool,
     "threads": _int_at_least(0),
     "max_in_flight": _int_at_least(1),
+    "expected_processes": _int_at_least(0),
     "config": _table,
 }
 _TOP = ("bus", "transport", "console", "root", "apps")

@@ -21,11 +21,13 @@ from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .config import ConsoleConfig
+from .control import assess, render
 from .errors import ConfigError
 from .mainbus import AppStatus, MainMessageBus
 from .message import HeartbeatMessage, Message, registered_types
@@ -179,6 +181,16 @@ class StatusTable(list):
         return "\n".join(lines)
 
 
+class HealthView:
+    """What processes() found, printed as the same tables as 'scbus status'."""
+
+    def __init__(self, health: Any) -> None:
+        self.health = health
+
+    def __repr__(self) -> str:
+        return render(self.health)
+
+
 class SetAsideList(list):
     def __repr__(self) -> str:
         if not self:
@@ -195,6 +207,8 @@ scbus console: Python inside the running bus.
   unrouted(), dead_letters()   messages set aside, with ids and reasons
   replay('unrouted'|'dead', id)  publish a set-aside message again
   heartbeat(app=None)      send a HeartbeatMessage through app queues (measures lag)
+  processes()              every live bus process and its apps (the control plane)
+  lag(app=None)            send heartbeats, then show each app's lag (time in its queue)
   messages                 wire name -> message class
   bus, transport, apps     the live objects
 """
@@ -236,6 +250,18 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
     def heartbeat(app: str | None = None) -> Any:
         return send(HeartbeatMessage(app_name=app))
 
+    def processes(timeout: float = 1.0) -> Any:
+        """Every live bus process (over the control plane) and its apps."""
+        expected = {name: 1 for name in bus.app_names()}
+        return transport.ask({"op": "status"}, timeout).addCallback(
+            lambda answers: HealthView(assess(answers, expected))
+        )
+
+    def lag(app: str | None = None, wait: float = 2.0) -> Any:
+        """Send heartbeats through the app queues; after C{wait} s show each app's lag."""
+        bus.send(HeartbeatMessage(app_name=app))
+        return deferLater(bus.clock, wait, lambda: None).addCallback(lambda _: processes())
+
     class _Help:
         def __repr__(self) -> str:
             return HELP
@@ -261,6 +287,8 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
         "dead_letters": dead_letters,
         "replay": replay,
         "heartbeat": heartbeat,
+        "processes": processes,
+        "lag": lag,
         "help": _Help(),
         "AppStatus": AppStatus,
     }

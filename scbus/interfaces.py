@@ -78,7 +78,26 @@ class ITransport(Interface):
         """
 
     def queue_depth(app_name):
-        """Answers a Deferred firing with the number of messages waiting in the app's queue."""
+        """
+        Answers a Deferred firing with the number of messages ready in the app's queue
+        (on a broker: what C{rabbitmqctl list_queues messages_ready} shows).
+        """
+
+    def buffered(app_name):
+        """Messages this process has received for the app (prefetch) and not handed over."""
+
+    def serve_control(handler):
+        """
+        Answer control requests (dicts) with C{handler(request)}, which returns a Deferred
+        of a dict, or of None for "not for me". Requests arrive on a path that never waits
+        behind app queues.
+        """
+
+    def ask(request, timeout):
+        """
+        Send a control request to every live bus process (this one included) and answer a
+        Deferred firing, after C{timeout} seconds, with the list of their answers.
+        """
 
     def set_aside(kind):
         """

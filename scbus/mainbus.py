@@ -53,6 +53,9 @@ class AppStatus:
     max_in_flight: int
     idle: dict[str, float | None]
     last_error: str | None
+    buffered: int = 0
+    heartbeat_lag: float | None = None
+    heartbeat_at: float | None = None
 
 
 class _App:
@@ -128,6 +131,11 @@ class MainMessageBus(Service):
             self._start_app(app)
 
     @property
+    def clock(self) -> Any:
+        """The reactor (or test clock) the bus runs on."""
+        return self._reactor
+
+    @property
     def apps(self) -> dict[str, ApplicationMessageBus]:
         return {name: app.bus for name, app in self._apps.items()}
 
@@ -155,6 +163,11 @@ class MainMessageBus(Service):
         self._stopping = False
         self._abandoned = False
         self.started_at = self._reactor.seconds()
+        from . import __version__
+        from .control import ControlResponder
+
+        self.control = ControlResponder(self, __version__)
+        self.transport.serve_control(self.control.handle)
         for app in self._apps.values():
             self._start_app(app)
 
@@ -287,7 +300,7 @@ class MainMessageBus(Service):
         app.in_flight[delivery] = self._reactor.seconds()
         if delivery.redelivered:
             app.redelivered += 1
-        result = app.bus.handle_now(delivery.message)
+        result = app.bus.handle_now(delivery.message, delivery.received_at)
         if isinstance(result, Deferred):
             d = result.addCallback(self._send_results, app, delivery)
         else:
@@ -424,6 +437,9 @@ class MainMessageBus(Service):
             max_in_flight=app.max_in_flight,
             idle={str(i): app.bus.idle_last_run.get(i) for i in app.bus.intervals},
             last_error=app.bus.last_error,
+            buffered=self.transport.buffered(app.name),
+            heartbeat_lag=app.bus.last_heartbeat_lag,
+            heartbeat_at=app.bus.last_heartbeat_at,
         )
 
     def _app(self, name: str) -> _App:

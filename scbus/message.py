@@ -428,10 +428,15 @@ class HeartbeatMessage(Message, wire_name="scbus.Heartbeat"):
 
 
 class HeartbeatResponseMessage(Message, wire_name="scbus.HeartbeatResponse"):
-    """The bus's answer to a L{HeartbeatMessage}: who answered and how long it waited."""
+    """
+    The bus's answer to a L{HeartbeatMessage}: who answered, how long the heartbeat
+    waited in the app's queue (created to delivered) and then in the process (delivered
+    to answered, e.g. for a free in-flight slot). Their sum is the app's lag right now.
+    """
 
     app_name: str
     heartbeat_id: str
     queued_seconds: float = 0.0
+    handling_seconds: float = 0.0
     handled: int = 0
     errors: int = 0

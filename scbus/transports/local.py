@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -105,6 +105,7 @@ class LocalTransport(Service):
         self.dead_letters: list[SetAsideMessage] = []
         self.sent: list[Message] | None = [] if record else None
         self._stopped = False
+        self._control: Any = None
 
     def __repr__(self) -> str:
         return f"<LocalTransport queues={sorted(self._queues)}>"
@@ -186,6 +187,18 @@ class LocalTransport(Service):
 
     def queue_depth(self, app_name: str) -> Deferred[int]:
         return succeed(len(self._queue(app_name).ready))
+
+    def buffered(self, app_name: str) -> int:
+        return 0  # nothing is prefetched in memory
+
+    def serve_control(self, handler: Any) -> None:
+        self._control = handler
+
+    def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
+        """One process: the answer is a direct call (it never waits behind a queue)."""
+        if self._control is None:
+            return succeed([])
+        return maybeDeferred(self._control, request).addCallback(lambda r: [] if r is None else [r])
 
     def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
         return succeed(list(self._store(kind)))

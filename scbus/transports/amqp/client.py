@@ -43,6 +43,7 @@ class Properties:
     timestamp: int | None = None
     type: str | None = None
     app_id: str | None = None
+    reply_to: str | None = None
     headers: dict[str, Any] | None = None
 
 

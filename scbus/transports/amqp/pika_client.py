@@ -38,6 +38,7 @@ def _to_pika(p: Properties) -> pika.BasicProperties:
         timestamp=p.timestamp,
         type=p.type,
         app_id=p.app_id,
+        reply_to=p.reply_to,
         headers=p.headers,
     )
 

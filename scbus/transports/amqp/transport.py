@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import socket
 import uuid
@@ -24,15 +25,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ... import codec
+from ...control import CONTROL_EXCHANGE
 from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError
 from ...interfaces import IDelivery, ITransport
 from ...message import Message
@@ -130,6 +132,8 @@ class _Session:
         self.topology: IAMQPChannel | None = None
         self.publisher: IAMQPChannel | None = None
         self.exchanges: dict[str, Any] = {}  # name -> True, or the Deferreds waiting
+        self.control: IAMQPChannel | None = None
+        self.replies_queue = ""
         self.alive = True
         self.ready = False
 
@@ -193,6 +197,9 @@ class AMQPTransport(Service):
         self._connector: Reconnector | None = None
         self._stopping = False
         self.connections = 0
+        self._control: Any = None
+        self._asks: dict[str, list[dict[str, Any]]] = {}
+        self._process_id = uuid.uuid4().hex[:16]
 
     def __repr__(self) -> str:
         state = "connected" if self._session and self._session.ready else "disconnected"
@@ -283,6 +290,7 @@ class AMQPTransport(Service):
         for app in list(self._apps.values()):
             await self._start_app(session, app)
         await self._start_unrouted_log(session)
+        await self._start_control(session)
         session.ready = True
         self.connections += 1
         log.info("AMQP transport connected (session {n}) to {broker}", n=session.number, broker=self.settings.describe())
@@ -699,15 +707,97 @@ class AMQPTransport(Service):
     # --- inspection ---------------------------------------------------------------------------
 
     def queue_depth(self, app_name: str) -> Deferred[int]:
-        """
-        Messages waiting for the app: ready in the broker's queue, plus those prefetched
-        into this process and not yet handed to the bus (the broker counts those as
-        unacknowledged). Add the bus's in-flight count to get rabbitmqctl's "messages".
-        """
+        """Ready in the broker's queue (the broker counts prefetched ones as unacknowledged)."""
+        return self._passive_count(topology.app_queue(app_name))
+
+    def buffered(self, app_name: str) -> int:
         app = self._apps.get(app_name)
         consumer = app.consumer if app is not None else None
-        buffered = consumer.buffered if consumer is not None else 0
-        return self._passive_count(topology.app_queue(app_name)).addCallback(lambda ready: ready + buffered)
+        return consumer.buffered if consumer is not None else 0
+
+    # --- the control plane ----------------------------------------------------------------
+
+    def serve_control(self, handler: Any) -> None:
+        self._control = handler
+
+    async def _start_control(self, session: _Session) -> None:
+        """
+        A channel of its own, an exclusive queue bound to the control exchange for
+        requests, another for answers to our own requests: nothing here waits behind
+        app messages.
+        """
+        channel = await session.connection.channel()
+        await channel.exchange_declare(CONTROL_EXCHANGE, "fanout", durable=True)
+        requests_queue = f"scbus.control.{self._process_id}"
+        replies_queue = f"scbus.reply.{self._process_id}"
+        for queue in (requests_queue, replies_queue):
+            await channel.queue_declare(queue, durable=False, exclusive=True, auto_delete=True)
+        await channel.queue_bind(requests_queue, CONTROL_EXCHANGE)
+        requests = await channel.consume(requests_queue, exclusive=True)
+        replies = await channel.consume(replies_queue, exclusive=True)
+        session.control = channel
+        session.replies_queue = replies_queue
+        channel.closed.addBoth(self._control_closed, session, channel)
+        self._next_request(session, channel, requests)
+        self._next_reply(channel, replies)
+
+    def _control_closed(self, reason: Any, session: _Session, channel: IAMQPChannel) -> None:
+        if self._usable(session) and session.control is channel:
+            log.warn("AMQP control channel closed ({reason}); reopening", reason=_reason(reason))
+            session.control = None
+            Deferred.fromCoroutine(self._start_control(session)).addErrback(self._session_broken, session)
+
+    def _next_request(self, session: _Session, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        consumer.get().addCallbacks(self._request, lambda f: None, callbackArgs=(session, channel, consumer))
+
+    def _request(self, raw: RawDelivery, session: _Session, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        channel.ack(raw.delivery_tag)
+        self._next_request(session, channel, consumer)
+        reply_to = raw.properties.reply_to
+        try:
+            request = json.loads(raw.body)
+        except ValueError:
+            log.warn("control: ignored a request that is not JSON")
+            return
+        if self._control is None or not reply_to:
+            return
+        d = maybeDeferred(self._control, request)
+
+        def answer(reply: Any) -> None:
+            if reply is None or not channel.is_open:
+                return
+            body = json.dumps(reply, default=repr).encode("utf-8")
+            props = Properties(content_type=codec.CONTENT_TYPE, correlation_id=raw.properties.correlation_id)
+            channel.publish("", reply_to, body, props)
+
+        d.addCallback(answer).addErrback(lambda f: log.failure("control: answering failed", f))
+
+    def _next_reply(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        consumer.get().addCallbacks(self._reply, lambda f: None, callbackArgs=(channel, consumer))
+
+    def _reply(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        channel.ack(raw.delivery_tag)
+        self._next_reply(channel, consumer)
+        collected = self._asks.get(raw.properties.correlation_id or "")
+        if collected is not None:
+            try:
+                collected.append(json.loads(raw.body))
+            except ValueError:
+                pass
+
+    def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
+        """Ask every live bus process (this one too); their answers after C{timeout} s."""
+        session = self._session
+        if session is None or not session.ready or session.control is None:
+            return fail(TransportError("not connected to the broker"))
+        correlation = uuid.uuid4().hex
+        self._asks[correlation] = []
+        body = json.dumps(request).encode("utf-8")
+        props = Properties(
+            content_type=codec.CONTENT_TYPE, correlation_id=correlation, reply_to=session.replies_queue
+        )
+        session.control.publish(CONTROL_EXCHANGE, "", body, props)
+        return deferLater(self._reactor, timeout, self._asks.pop, correlation)
 
     def _passive_count(self, queue: str) -> Deferred[int]:
         session = self._session

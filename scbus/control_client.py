@@ -1,0 +1,102 @@
+"""
+A plain blocking client of the control plane, for the ``scbus status`` and ``scbus ping``
+commands: it needs no reactor and no running bus of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import uuid
+from typing import Any
+
+import pika
+
+from .control import CONTROL_EXCHANGE
+from .transports.amqp import topology
+from .transports.amqp.settings import AMQPSettings
+
+__all__ = ["ControlClient", "BrokerUnreachable"]
+
+
+class BrokerUnreachable(Exception):
+    """No broker address accepted the connection."""
+
+
+class ControlClient:
+    def __init__(self, settings: AMQPSettings, connect_timeout: float = 5.0) -> None:
+        self.settings = settings
+        self._connection = self._connect(connect_timeout)
+
+    def _connect(self, timeout: float) -> pika.BlockingConnection:
+        errors = []
+        for address in self.settings.addresses:
+            params = pika.ConnectionParameters(
+                host=address.host,
+                port=address.port,
+                virtual_host=self.settings.vhost,
+                credentials=pika.PlainCredentials(self.settings.username, self.settings.password),
+                socket_timeout=timeout,
+                blocked_connection_timeout=timeout,
+                connection_attempts=1,
+                client_properties={"connection_name": "scbus status"},
+            )
+            if address.tls:
+                context = ssl.create_default_context(cafile=self.settings.ca_file)
+                if self.settings.cert_file:
+                    context.load_cert_chain(self.settings.cert_file, self.settings.key_file)
+                params.ssl_options = pika.SSLOptions(context, server_hostname=address.host)
+            try:
+                return pika.BlockingConnection(params)
+            except Exception as e:  # pika raises many kinds; none carries the password
+                errors.append(f"{address}: {type(e).__name__} {e}".strip())
+        raise BrokerUnreachable("; ".join(errors))
+
+    def close(self) -> None:
+        try:
+            self._connection.close()
+        except Exception:
+            pass
+
+    def ask(self, request: dict[str, Any], timeout: float) -> list[tuple[float, dict[str, Any]]]:
+        """Every answer within C{timeout} seconds, with its round trip in seconds."""
+        channel = self._connection.channel()
+        channel.exchange_declare(CONTROL_EXCHANGE, "fanout", durable=True)
+        reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        correlation = uuid.uuid4().hex
+        answers: list[tuple[float, dict[str, Any]]] = []
+        start = time.monotonic()
+
+        def on_reply(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            if props.correlation_id == correlation:
+                try:
+                    answers.append((time.monotonic() - start, json.loads(body)))
+                except ValueError:
+                    pass
+
+        channel.basic_consume(reply_queue, on_reply, auto_ack=True)
+        channel.basic_publish(
+            CONTROL_EXCHANGE, "", json.dumps(request).encode("utf-8"),
+            pika.BasicProperties(content_type="application/json", correlation_id=correlation, reply_to=reply_queue),
+        )
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            self._connection.process_data_events(time_limit=max(0.0, min(0.1, deadline - time.monotonic())))
+        channel.close()
+        return answers
+
+    def queue_facts(self, apps: list[str]) -> tuple[dict[str, int | None], dict[str, int | None]]:
+        """(ready messages, consumers) of each app's queue; None where it does not exist."""
+        queued: dict[str, int | None] = {}
+        consumers: dict[str, int | None] = {}
+        for app in apps:
+            channel = self._connection.channel()
+            try:
+                frame = channel.queue_declare(topology.app_queue(app), passive=True)
+                queued[app] = frame.method.message_count
+                consumers[app] = frame.method.consumer_count
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                queued[app] = consumers[app] = None
+        return queued, consumers
