@@ -1,0 +1,147 @@
+"""
+Heartbeats that answer now: two real bus processes with a backlogged app, asked by the
+real `scbus status` and `scbus ping` commands over the control plane.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from ..e2e.conftest import Twistd
+from .amqp_client import Collector, Producer
+from .test_processes import wait_in_log
+
+APP = "busy"
+CONFIG = """
+[bus]
+name = "{name}"
+grace_period = 2
+
+[transport]
+type = "amqp"
+url = "{url}"
+heartbeat = 5
+reconnect_max_delay = 2
+
+[apps.busy]
+builder = "tests.noloss_app:make_numbers"
+threads = 1
+max_in_flight = 4
+expected_processes = 2
+"""
+
+
+def scbus(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scbus.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def ready_in_rabbitmqctl(rabbit, queue: str) -> int:
+    out = rabbit.ctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready")
+    for line in out.splitlines():
+        name, _, count = line.partition("\t")
+        if name.strip() == queue:
+            return int(count)
+    raise AssertionError(f"{queue} not in {out!r}")
+
+
+def test_status_answers_now_from_busy_processes_and_sees_deaths(rabbit, tmp_path):
+    config = tmp_path / "scbus.toml"
+    buses = []
+    try:
+        for label in ("status-1", "status-2"):
+            workdir = tmp_path / label
+            workdir.mkdir()
+            text = CONFIG.format(name=label, url=rabbit.url)
+            (workdir / "scbus.toml").write_text(text)
+            config.write_text(text)
+            bus = Twistd(str(workdir), str(workdir / "scbus.toml"))
+            buses.append(bus)
+        for bus in buses:
+            wait_in_log(bus, "busy: consuming", 60)
+        producer = Producer(rabbit.url)
+        producer.channel.queue_purge("scbus.app.busy")
+        for n in range(10_000):
+            producer.publish("noloss.Slow", {"n": n, "seconds": 0.05})
+
+        # Out of band: both answer at once although each has thousands waiting.
+        ping = scbus("ping", "--config", str(config), "--timeout", "1.5")
+        assert ping.returncode == 0, ping.stderr
+        times = [float(t) for t in re.findall(r"answered in ([0-9.]+) ms", ping.stdout)]
+        print("\nping round trips (ms):", times)
+        assert len(times) == 2 and max(times) < 500
+
+        status = scbus("status", "--config", str(config), "--json", "--timeout", "1.5")
+        ctl_ready = ready_in_rabbitmqctl(rabbit, "scbus.app.busy")
+        report = json.loads(status.stdout)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert report["healthy"] and len(report["processes"]) == 2
+        seen = [s["queued"] for p in report["processes"] for s in p["app_status"] if s["name"] == APP]
+        print("backlog: status says", seen, report["queues"][APP], "rabbitmqctl says", ctl_ready)
+        # 2 processes drain about 40 messages a second: allow for the seconds between the readings.
+        for queued in [*seen, report["queues"][APP]["ready"]]:
+            assert queued > 9000 and abs(queued - ctl_ready) <= 200
+        assert report["queues"][APP]["consumers"] == 2
+        for process in report["processes"]:
+            [busy] = [s for s in process["app_status"] if s["name"] == APP]
+            assert busy["in_flight"] >= 1 and busy["oldest_in_flight_age"] is not None
+
+        # In band: a heartbeat waits its turn behind a short backlog; the answer says how long.
+        producer.channel.queue_purge("scbus.app.busy")
+        collector = Collector(rabbit.url, "scbus.HeartbeatResponse", "test.heartbeats")
+        for n in range(40):
+            producer.publish("noloss.Slow", {"n": n, "seconds": 0.05})
+        producer.publish("scbus.Heartbeat", {"app_name": APP})
+        deadline = time.monotonic() + 30
+        responses = []
+        while not responses and time.monotonic() < deadline:
+            method, _p, body = collector.channel.basic_get("test.heartbeats", auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            responses.append(json.loads(body)["data"])
+        [response] = responses
+        print("heartbeat:", response)
+        assert response["app_name"] == APP
+        assert response["queued_seconds"] + response["handling_seconds"] > 0.3
+        collector.close()
+
+        # A wedged process (reactor stopped) holds its consumer but does not answer.
+        os.kill(buses[1].process.pid, signal.SIGSTOP)
+        try:
+            status = scbus("status", "--config", str(config), "--timeout", "1.5")
+            print(status.stdout)
+            assert status.returncode == 1
+            assert "is not answering" in status.stdout
+        finally:
+            os.kill(buses[1].process.pid, signal.SIGCONT)
+
+        # A dead process disappears: status reports the app short of processes.
+        os.kill(buses[1].process.pid, signal.SIGKILL)
+        buses[1].process.wait(10)
+        time.sleep(1.0)
+        status = scbus("status", "--config", str(config), "--timeout", "1.5")
+        print(status.stdout)
+        assert status.returncode == 1
+        assert "app busy: 1 live process(es) answered, 2 expected" in status.stdout
+        producer.channel.queue_purge("scbus.app.busy")
+        producer.close()
+    finally:
+        for bus in buses:
+            bus.kill()
+
+
+def test_status_needs_the_broker_transport(tmp_path):
+    config = tmp_path / "local.toml"
+    config.write_text('[apps.x]\nbuilder = "apps.clock:make_clock"\n')
+    out = scbus("status", "--config", str(config))
+    assert out.returncode == 2 and "need the amqp transport" in out.stderr
+    config.write_text('[transport]\ntype = "amqp"\nurl = "amqp://guest:guest@127.0.0.1:1/"\n[apps.x]\nbuilder = "apps.clock:make_clock"\n')
+    out = scbus("status", "--config", str(config))
+    assert out.returncode == 3 and "cannot reach the broker" in out.stderr
+    assert "guest:guest" not in out.stderr
