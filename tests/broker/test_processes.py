@@ -24,6 +24,7 @@ grace_period = 5
 [transport]
 type = "amqp"
 url = "{url}"
+client = "{client}"
 heartbeat = 5
 reconnect_max_delay = 2
 
@@ -33,18 +34,24 @@ max_in_flight = {in_flight}
 """
 
 
+@pytest.fixture(params=["pika", "txamqp"])
+def client(request):
+    """Each process test runs with both AMQP clients."""
+    return request.param
+
+
 @pytest.fixture
-def bus_processes(tmp_path):
+def bus_processes(tmp_path, client):
     started: list[Twistd] = []
 
     def start(app: str, url: str, label: str, in_flight: int = 50) -> Twistd:
         workdir = tmp_path / label
         workdir.mkdir(exist_ok=True)
         config = workdir / "scbus.toml"
-        config.write_text(CONFIG.format(name=label, url=url, app=app, in_flight=in_flight))
+        config.write_text(CONFIG.format(name=label, url=url, app=f"{app}_{client}", in_flight=in_flight, client=client))
         bus = Twistd(str(workdir), str(config))
         started.append(bus)
-        wait_in_log(bus, f"{app}: consuming", 60)
+        wait_in_log(bus, f"{app}_{client}: consuming", 60)
         return bus
 
     yield start
@@ -73,9 +80,9 @@ def wait_until_handled(collector: Collector, count: int, timeout: float) -> None
         collector.drain(0.2)
 
 
-def test_no_loss_when_the_bus_is_killed_mid_stream(rabbit, bus_processes):
+def test_no_loss_when_the_bus_is_killed_mid_stream(rabbit, bus_processes, client):
     app = "numbers_kill"
-    collector = Collector(rabbit.url, "noloss.Handled", "test.handled.kill")
+    collector = Collector(rabbit.url, "noloss.Handled", f"test.handled.kill.{client}")
     first = bus_processes(app, rabbit.url, "kill-1")
     producer = Producer(rabbit.url)
     producer.declare_type("noloss.Numbered")
@@ -87,7 +94,7 @@ def test_no_loss_when_the_bus_is_killed_mid_stream(rabbit, bus_processes):
     publish(producer, range(2500, TOTAL))
     bus_processes(app, rabbit.url, "kill-2")
     collector.wait_for(set(range(TOTAL)), 180)
-    figures = report("bus SIGKILL mid-stream", producer.sent, producer.confirmed, collector.counts, set(range(TOTAL)))
+    figures = report(f"bus SIGKILL mid-stream ({client})", producer.sent, producer.confirmed, collector.counts, set(range(TOTAL)))
     producer.close()
     collector.close()
     assert 0 < in_hand < TOTAL, "the kill was not mid-stream"
@@ -96,9 +103,9 @@ def test_no_loss_when_the_bus_is_killed_mid_stream(rabbit, bus_processes):
     assert figures["duplicated"] <= 50
 
 
-def test_no_loss_when_the_broker_restarts_mid_stream(rabbit, bus_processes):
+def test_no_loss_when_the_broker_restarts_mid_stream(rabbit, bus_processes, client):
     app = "numbers_restart"
-    collector = Collector(rabbit.url, "noloss.Handled", "test.handled.restart")
+    collector = Collector(rabbit.url, "noloss.Handled", f"test.handled.restart.{client}")
     bus = bus_processes(app, rabbit.url, "restart")
     producer = Producer(rabbit.url)
     producer.declare_type("noloss.Numbered")
@@ -109,13 +116,13 @@ def test_no_loss_when_the_broker_restarts_mid_stream(rabbit, bus_processes):
     collector.close()
     log_mark = len(bus.log())
     rabbit.restart()
-    wait_in_log(bus, f"{app}: consuming", 60, after=log_mark)
+    wait_in_log(bus, f"{app}_{client}: consuming", 60, after=log_mark)
     producer = Producer(rabbit.url)
     collector.reconnect()
     publish(producer, range(2500, TOTAL))
     collector.wait_for(set(range(TOTAL)), 180)
     figures = report(
-        "broker restart mid-stream", sent + producer.sent, confirmed + producer.confirmed,
+        f"broker restart mid-stream ({client})", sent + producer.sent, confirmed + producer.confirmed,
         collector.counts, set(range(TOTAL)),
     )
     producer.close()
@@ -124,9 +131,9 @@ def test_no_loss_when_the_broker_restarts_mid_stream(rabbit, bus_processes):
     assert bus.process.poll() is None, "the bus must survive the broker restart"
 
 
-def test_two_processes_share_an_apps_queue(rabbit, bus_processes):
+def test_two_processes_share_an_apps_queue(rabbit, bus_processes, client):
     app = "numbers_shared"
-    collector = Collector(rabbit.url, "noloss.Handled", "test.handled.shared")
+    collector = Collector(rabbit.url, "noloss.Handled", f"test.handled.shared.{client}")
     bus_processes(app, rabbit.url, "shared-1", in_flight=10)
     bus_processes(app, rabbit.url, "shared-2", in_flight=10)
     producer = Producer(rabbit.url)
@@ -134,7 +141,7 @@ def test_two_processes_share_an_apps_queue(rabbit, bus_processes):
     total = 2000
     publish(producer, range(total))
     collector.wait_for(set(range(total)), 120)
-    figures = report("two processes, one queue", producer.sent, producer.confirmed, collector.counts, set(range(total)))
+    figures = report(f"two processes, one queue ({client})", producer.sent, producer.confirmed, collector.counts, set(range(total)))
     print(f"handled per process: {dict(collector.pids)}")
     producer.close()
     collector.close()

@@ -39,3 +39,13 @@ class AMQPTransportContractTests(TransportContract, unittest.TestCase):
         channel = transport._apps[app_name].channel
         channel.close()
         return channel.closed
+
+
+@pytest.mark.usefixtures("rabbit_for_class")
+class TxAMQPTransportContractTests(AMQPTransportContractTests):
+    """The same contract through the txAMQP client."""
+
+    async def make_transport(self):
+        transport = make_amqp_transport(self, self.rabbit.url, client="txamqp")
+        await connected(transport)
+        return transport

@@ -17,7 +17,7 @@ from ...errors import ConfigError
 __all__ = ["AMQPSettings", "BrokerAddress", "parse_amqp_settings", "mask_url"]
 
 QUEUE_TYPES = ("classic", "quorum")
-CLIENTS = ("pika",)
+CLIENTS = ("pika", "txamqp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,7 @@ class AMQPSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    txamqp_spec: str | None = None
     #: Per-app prefetch (defaults to each app's max_in_flight); set by the service maker.
     app_prefetch: dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -100,7 +101,7 @@ _NUMBERS = {
     "connect_timeout": (float, 0.1),
     "reconnect_max_delay": (float, 0.1),
 }
-_STRINGS = ("vhost", "username", "password_env", "ca_file", "cert_file", "key_file")
+_STRINGS = ("vhost", "username", "password_env", "ca_file", "cert_file", "key_file", "txamqp_spec")
 KNOWN = {"url", "urls", "client", "queue_type", *_NUMBERS, *_STRINGS}
 
 
@@ -170,6 +171,13 @@ def parse_amqp_settings(
             if not os.path.exists(path):
                 raise ConfigError(source, f"transport.{key}", f"no such file: {path}")
             setattr(settings, key, path)
+    if "txamqp_spec" in options:
+        path = options["txamqp_spec"]
+        settings.txamqp_spec = path if os.path.isabs(path) else os.path.join(base, path)
+    if settings.client == "txamqp":
+        from .txamqp_client import load_spec
+
+        load_spec(settings.txamqp_spec, source)
     if (settings.cert_file is None) != (settings.key_file is None):
         raise ConfigError(source, "transport.cert_file", "cert_file and key_file go together")
     return settings

@@ -239,6 +239,10 @@ class AMQPTransport(Service):
         name = f"{self._bus_name}@{socket.gethostname()}:{os.getpid()}"
         if self._client_factory is not None:
             return self._client_factory(self.settings, self._reactor, name)
+        if self.settings.client == "txamqp":
+            from .txamqp_client import txamqp_factory
+
+            return txamqp_factory(self.settings, self._reactor, name)
         from .pika_client import pika_factory
 
         return pika_factory(self.settings, self._reactor, name)
