@@ -8,9 +8,11 @@ Starts its own private RabbitMQ node (as the tests do) unless --url is given.
 
 1. throughput: N messages preloaded into a queue; each is consumed, answered by one
    published message (publisher confirms), and acknowledged after the confirm.
-     raw       pika's TwistedProtocolConnection, the body passed through as bytes
-     raw+json  the same, also decoding the JSON and encoding an answer
-     bus       MainMessageBus + AMQPTransport, the handler returns one message
+     raw          pika's TwistedProtocolConnection, the body passed through as bytes
+     raw+json     the same, also decoding the JSON and encoding an answer
+     bus          MainMessageBus + AMQPTransport (pika), the handler returns one message
+     raw txamqp   the raw loop on txAMQP (with the fixes confirms need)
+     bus txamqp   the bus with client = "txamqp"
    Timed from the first message handled to the last.
 2. latency: one message at a time through a two-app chain (ping -> pong), p50/p99.
 3. memory: the bus's peak RSS (a real twistd process) while --backlog messages wait in
@@ -76,6 +78,56 @@ async def connect(url):
     return connection
 
 
+async def raw_loop_txamqp(url, n, prefetch):
+    """The same raw loop on txAMQP (with the fixes that publisher confirms need at all)."""
+    from scbus.transports.amqp.client import Properties
+    from scbus.transports.amqp.txamqp_client import TxConnection, load_spec
+
+    def declare(ch):
+        ch.queue_declare("bench.raw.in", durable=True)
+        ch.queue_purge("bench.raw.in")
+        ch.exchange_declare("bench.raw.out", "fanout", durable=True)
+        ch.queue_declare("bench.raw.sink", durable=True)
+        ch.queue_bind("bench.raw.sink", "bench.raw.out")
+        ch.queue_purge("bench.raw.sink")
+
+    await threads.deferToThread(blocking, url, declare)
+    bodies = [envelope("bench.In", i) for i in range(n)]
+    await threads.deferToThread(preload, url, "", "bench.raw.in", bodies)
+    await threads.deferToThread(wait_count, url, "bench.raw.in", n)
+    settings = parse_amqp_settings({"url": url, "client": "txamqp"})
+    params = pika.URLParameters(url)
+    connection = await ClientCreator(reactor, TxConnection, settings, reactor, load_spec()).connectTCP(params.host, params.port)
+    await connection.ready
+    ch_in = await connection.channel()
+    await ch_in.qos(prefetch)
+    ch_out = await connection.channel()
+    await ch_out.confirm()
+    consumer = await ch_in.consume("bench.raw.in")
+    out_props = Properties(content_type="application/json", delivery_mode=2)
+    done = defer.Deferred()
+    state = {"count": 0, "first": None}
+
+    def on_message(raw):
+        if state["first"] is None:
+            state["first"] = time.perf_counter()
+
+        def confirmed(_):
+            ch_in.ack(raw.delivery_tag)
+            state["count"] += 1
+            if state["count"] == n:
+                done.callback(time.perf_counter())
+
+        ch_out.publish("bench.raw.out", "", raw.body, out_props).addCallback(confirmed)
+        consumer.get().addCallback(on_message).addErrback(lambda f: None)
+
+    for _ in range(prefetch):
+        consumer.get().addCallback(on_message).addErrback(lambda f: None)
+    end = await done
+    connection.close()
+    return n / (end - state["first"])
+
+
 async def raw_loop(url, n, prefetch, with_json):
     def declare(ch):
         ch.queue_declare("bench.raw.in", durable=True)
@@ -139,12 +191,12 @@ def declare_bus_topology(url, app, in_type, out_type, sink):
     blocking(url, declare)
 
 
-async def bus_loop(url, n, prefetch):
+async def bus_loop(url, n, prefetch, client="pika"):
     await threads.deferToThread(declare_bus_topology, url, "bench", "bench.In", "bench.Out", "bench.bus.sink")
     bodies = [envelope("bench.In", i) for i in range(n)]
     await threads.deferToThread(preload, url, topology.type_exchange("bench.In"), "", bodies, "bench.In")
     await threads.deferToThread(wait_count, url, topology.app_queue("bench"), n)
-    settings = parse_amqp_settings({"url": url})
+    settings = parse_amqp_settings({"url": url, "client": client})
     settings.app_prefetch = {"bench": prefetch}
     transport = AMQPTransport(settings, bus_name="bench")
     bus = MainMessageBus("bench", transport)
@@ -270,11 +322,13 @@ async def main(args):
         node = await threads.deferToThread(start_node)
         url = node.url
     try:
-        figures = {"raw": [], "raw+json": [], "bus": []}
+        figures = {"raw": [], "raw+json": [], "bus": [], "raw txamqp": [], "bus txamqp": []}
         for _ in range(args.repeat):
             figures["raw"].append(await raw_loop(url, args.messages, args.prefetch, False))
             figures["raw+json"].append(await raw_loop(url, args.messages, args.prefetch, True))
             figures["bus"].append(await bus_loop(url, args.messages, args.prefetch))
+            figures["raw txamqp"].append(await raw_loop_txamqp(url, args.messages, args.prefetch))
+            figures["bus txamqp"].append(await bus_loop(url, args.messages, args.prefetch, "txamqp"))
         best = {k: max(v) for k, v in figures.items()}
         results["throughput"] = {
             "messages": args.messages,
@@ -283,6 +337,7 @@ async def main(args):
             "all_runs": {k: [round(x) for x in v] for k, v in figures.items()},
             "bus_vs_raw": round(best["bus"] / best["raw"], 3),
             "bus_vs_raw_json": round(best["bus"] / best["raw+json"], 3),
+            "bus_txamqp_vs_raw_txamqp": round(best["bus txamqp"] / best["raw txamqp"], 3),
         }
         results["latency_two_app_chain"] = await latency(url, args.samples)
         if args.backlog:
