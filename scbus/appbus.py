@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import random
 import linecache
 import os
 import threading
@@ -19,12 +20,13 @@ from datetime import timedelta
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from .errors import InvalidSubscriptions
+from .errors import HandlerTimeout, InvalidSubscriptions
 from .logcapture import CapturedLog, install as install_log_capture, run_capturing
 from .message import (
     AppErrorOccurredMessage,
@@ -159,6 +161,11 @@ class ApplicationMessageBus:
         C{timedelta}s mapped to callables.
     @param threads: run handlers in a pool of this many threads (0: in the reactor thread).
         For apps that block (file I/O, scraping) so that they do not freeze the bus.
+    @param retries: on an exception, run a message's handler again up to this many times,
+        after exponential backoff with jitter from C{retry_delay} up to C{retry_max_delay}
+        seconds, before reporting the error. The delivery stays in flight meanwhile.
+    @param time_limit: seconds a handler may run; past it the call is an error (a
+        coroutine or Deferred is cancelled; a thread's late result is ignored).
     """
 
     def __init__(
@@ -168,6 +175,10 @@ class ApplicationMessageBus:
         *,
         threads: int = 0,
         reactor: Any = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_max_delay: float = 60.0,
+        time_limit: float | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor  # noqa: PLC0415 - after twistd chose one
@@ -176,6 +187,12 @@ class ApplicationMessageBus:
         self._handlers, self._idle = check_subscriptions(name, subscriptions)
         self._resolved: dict[type, Handler | None] = {}
         self.threads = threads
+        self.retries = retries
+        self.retry_base_delay = retry_delay
+        self.retry_max_delay = retry_max_delay
+        self.time_limit = time_limit
+        self.retried = 0
+        self._random = random.random
         self._pool: ThreadPool | None = None
         if threads:
             self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=f"scbus-{name}")
@@ -285,8 +302,10 @@ class ApplicationMessageBus:
         args: tuple[Any, ...],
         message: Message | None,
         interval: timedelta | None,
+        attempt: int = 1,
     ) -> list[Message] | Deferred[list[Message]]:
         captured = CapturedLog()
+        failed_args = (captured, handler, args, message, interval, attempt)
         if self._pool is not None:
             self._running_in_pool += 1
             d = deferToThreadPool(
@@ -294,22 +313,59 @@ class ApplicationMessageBus:
             )
             d.addBoth(self._left_pool)
         else:
+            started = self._reactor.seconds()
             try:
                 result = run_capturing(captured, self._call, handler, args)
             except BaseException as e:
                 if not isinstance(e, Exception):
                     raise
-                return self._failed(Failure(), captured, handler, message, interval)
+                return self._attempt_failed(Failure(), *failed_args)
             if not isinstance(result, Deferred):
+                took = self._reactor.seconds() - started
+                if self.time_limit is not None and took > self.time_limit:
+                    late = HandlerTimeout(
+                        f"the handler ran {took:.3f}s, past its time limit of {self.time_limit}s "
+                        "(it blocked the reactor: give the app threads)"
+                    )
+                    return self._attempt_failed(Failure(late), *failed_args)
                 return self._finished(result, message)
             d = result
-        d.addCallbacks(
-            self._finished,
-            self._failed,
-            callbackArgs=(message,),
-            errbackArgs=(captured, handler, message, interval),
-        )
+        if self.time_limit is not None:
+            d.addTimeout(self.time_limit, self._reactor, onTimeoutCancel=self._timed_out)
+        d.addCallbacks(self._finished, self._attempt_failed, callbackArgs=(message,), errbackArgs=failed_args)
         return d
+
+    @staticmethod
+    def _timed_out(result: Any, timeout: float) -> Any:
+        raise HandlerTimeout(f"the handler ran past its time limit of {timeout}s")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter: the delay before attempt C{attempt + 1}."""
+        ceiling = min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1))
+        return ceiling * (0.5 + 0.5 * self._random())
+
+    def _attempt_failed(
+        self,
+        failure: Failure,
+        captured: CapturedLog,
+        handler: Handler,
+        args: tuple[Any, ...],
+        message: Message | None,
+        interval: timedelta | None,
+        attempt: int,
+    ) -> list[Message] | Deferred[list[Message]]:
+        # Idle handlers run again on their next tick; a handler that returned something
+        # that is not messages will do it again: neither is retried.
+        if message is not None and attempt <= self.retries and not failure.check(_NotMessages):
+            delay = self.retry_delay(attempt)
+            self.retried += 1
+            log.info(
+                "{app}: {what} failed ({error}); attempt {next} of {total} in {delay:.2f}s",
+                app=self.name, what=message.wire_name, error=failure.getErrorMessage(),
+                next=attempt + 1, total=self.retries + 1, delay=delay,
+            )
+            return deferLater(self._reactor, delay, self._run, handler, args, message, interval, attempt + 1)
+        return self._failed(failure, captured, handler, message, interval, attempt)
 
     def _left_pool(self, result: Any) -> Any:
         self._running_in_pool -= 1
@@ -340,6 +396,7 @@ class ApplicationMessageBus:
         handler: Handler,
         message: Message | None,
         interval: timedelta | None,
+        attempts: int = 1,
     ) -> list[Message]:
         self.errors += 1
         error = failure.getErrorMessage() or failure.type.__name__
@@ -377,6 +434,7 @@ class ApplicationMessageBus:
             log=_as_data(captured.as_data()),
             handler=_handler_name(handler),
             interval=interval.total_seconds() if interval is not None else None,
+            attempts=attempts,
         )
         if message is not None:
             report.correlation_id = message.correlation_id or message.id

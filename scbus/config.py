@@ -77,6 +77,10 @@ class AppConfig:
     max_in_flight: int = 10
     #: How many live processes should run this app (``scbus status`` checks it).
     expected_processes: int = 1
+    retries: int = 0
+    retry_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    time_limit: float | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -217,6 +221,10 @@ _APP = {
     "threads": _int_at_least(0),
     "max_in_flight": _int_at_least(1),
     "expected_processes": _int_at_least(0),
+    "retries": _int_at_least(0),
+    "retry_delay": _seconds,
+    "retry_max_delay": _seconds,
+    "time_limit": _seconds,
     "config": _table,
 }
 _TOP = ("bus", "transport", "console", "root", "apps")
@@ -277,8 +285,27 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
                 source, f"apps.{name}.builder",
                 f"must be 'module:function', got {values['builder']!r}",
             )
-        apps[name] = AppConfig(name=name, **values)
+        app = AppConfig(name=name, **values)
+        worst = worst_case_seconds(app)
+        if worst > MAX_HOLD_SECONDS:
+            raise ConfigError(
+                source, f"apps.{name}.retries",
+                f"retries could hold a delivery for {worst:.0f}s, over {MAX_HOLD_SECONDS}s: "
+                "the broker cancels a consumer that holds a delivery too long "
+                "(RabbitMQ's consumer_timeout, 30 minutes by default)",
+            )
+        apps[name] = app
     return Config(source, bus, transport, console, root, apps)
+
+
+#: Longest a delivery may be held by retries (half RabbitMQ's default consumer_timeout).
+MAX_HOLD_SECONDS = 900
+
+
+def worst_case_seconds(app: AppConfig) -> float:
+    """How long retries could hold one delivery: every attempt timing out, full backoffs."""
+    backoffs = sum(min(app.retry_max_delay, app.retry_delay * 2**i) for i in range(app.retries))
+    return backoffs + (app.retries + 1) * (app.time_limit or 0.0)
 
 
 def _relative_to(source: str, path: str | None) -> str | None:
@@ -370,4 +397,15 @@ def build_subscriptions(config: Config, app: AppConfig) -> dict[Any, Any]:
 def build_app(config: Config, app: AppConfig, *, reactor: Any = None) -> ApplicationMessageBus:
     """The app's bus, from its builder's subscriptions."""
     subscriptions = build_subscriptions(config, app)
-    return ApplicationMessageBus(app.name, subscriptions, threads=app.threads, reactor=reactor)
+    return ApplicationMessageBus(app.name, subscriptions, reactor=reactor, **app_bus_options(app))
+
+
+def app_bus_options(app: AppConfig) -> dict[str, Any]:
+    """The ApplicationMessageBus keywords an app's config sets."""
+    return {
+        "threads": app.threads,
+        "retries": app.retries,
+        "retry_delay": app.retry_delay,
+        "retry_max_delay": app.retry_max_delay,
+        "time_limit": app.time_limit,
+    }

@@ -75,3 +75,7 @@ class NotRunning(TransportError):
 
 class InvalidSubscriptions(ScbusError, TypeError):
     """A builder returned something other than a valid subscriptions dict."""
+
+
+class HandlerTimeout(ScbusError):
+    """A handler ran past its app's time limit."""

@@ -414,6 +414,7 @@ class AppErrorOccurredMessage(Message, wire_name="scbus.AppErrorOccurred"):
     log: list[dict[str, Any]]
     handler: str = ""
     interval: float | None = None
+    attempts: int = 1
 
 
 class HeartbeatMessage(Message, wire_name="scbus.Heartbeat"):

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from .config import Config, build_subscriptions, load_config
+from .config import Config, app_bus_options, build_subscriptions, load_config
 from .errors import ConfigError
 
 __all__ = ["Options", "makeService", "make_bus_service"]
@@ -84,7 +84,7 @@ def make_bus_service(
     )
     for name, subs in subscriptions.items():
         app = config.apps[name]
-        app_bus = ApplicationMessageBus(name, subs, threads=app.threads, reactor=reactor)
+        app_bus = ApplicationMessageBus(name, subs, reactor=reactor, **app_bus_options(app))
         bus.add_app(name, app_bus, subs, max_in_flight=app.max_in_flight)
     bus.setServiceParent(top)
     if config.console.enabled:

@@ -81,9 +81,14 @@ class BusHarness:
         config: dict[str, Any] | None = None,
         root_config: dict[str, Any] | None = None,
         max_in_flight: int = 10,
+        **options: Any,
     ) -> ApplicationMessageBus:
+        """
+        Build and add an app. C{options} are ApplicationMessageBus keywords (retries,
+        retry_delay, time_limit, ...); retry delays pass on the fake clock.
+        """
         subscriptions = builder(name, root_config or {}, config or {})
-        app = ApplicationMessageBus(name, subscriptions, reactor=self.clock)
+        app = ApplicationMessageBus(name, subscriptions, reactor=self.clock, **options)
         self.bus.add_app(name, app, subscriptions, max_in_flight=max_in_flight)
         return app
 
