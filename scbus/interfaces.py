@@ -34,6 +34,12 @@ class IDelivery(Interface):
     def release():
         """Give it back unacknowledged, to be delivered again. Answers a Deferred."""
 
+    def reject(code, reason):
+        """
+        Set it aside as dead-lettered with a reason (it decoded, but this app cannot take
+        it: its type is not one the app subscribes to). Answers a Deferred.
+        """
+
 
 class ISetAside(Interface):
     """A message the transport kept aside: unrouted, or undecodable (dead-lettered)."""

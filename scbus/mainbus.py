@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from .appbus import ApplicationMessageBus, Subscriptions
 from .errors import EncodeError
 from .interfaces import IDelivery, ITransport
-from .message import AppErrorOccurredMessage, Message
+from .message import AppErrorOccurredMessage, HeartbeatMessage, Message
 
 __all__ = ["MainMessageBus", "AppStatus"]
 
@@ -76,6 +76,7 @@ class _App:
         self.acked = 0
         self.redelivered = 0
         self.send_failures = 0
+        self.rejected = 0
 
 
 class MainMessageBus(Service):
@@ -297,9 +298,22 @@ class MainMessageBus(Service):
         if app.paused or self._stopping:
             delivery.release().addErrback(lambda f: None)
             return
-        app.in_flight[delivery] = self._reactor.seconds()
         if delivery.redelivered:
             app.redelivered += 1
+        message = delivery.message
+        if app.bus.handler_for(type(message)) is None and not isinstance(message, HeartbeatMessage):
+            # It decoded, but as a type this app does not take (published under another
+            # type's name): set it aside rather than acknowledge it unhandled.
+            app.rejected += 1
+            reason = (
+                f"{app.name} has no handler for {message.wire_name}; the body's type does not "
+                "match the type it was published as"
+            )
+            log.error("{app}: {reason}", app=app.name, reason=reason)
+            delivery.reject("unexpected-type", reason).addErrback(lambda f: None)
+            self._pump(app)
+            return
+        app.in_flight[delivery] = self._reactor.seconds()
         result = app.bus.handle_now(delivery.message, delivery.received_at)
         if isinstance(result, Deferred):
             d = result.addCallback(self._send_results, app, delivery)

@@ -58,6 +58,11 @@ class LocalDelivery:
     def release(self) -> Deferred[None]:
         return self._transport._settle(self, requeue=True)
 
+    def reject(self, code: str, reason: str) -> Deferred[None]:
+        d = self._transport._settle(self, requeue=False)
+        d.addCallback(lambda _: self._transport._set_aside_dead(self.body, code, reason, self.message.wire_name, self.app_name))
+        return d
+
     def __repr__(self) -> str:
         return f"<LocalDelivery {self.app_name}#{self.tag} {self.message!r}>"
 
@@ -332,14 +337,20 @@ class LocalTransport(Service):
     def _dead_letter(
         self, body: bytes, error: DecodeError, type_name: str | None, app_name: str | None
     ) -> None:
+        self._set_aside_dead(body, error.reason, str(error), type_name, app_name)
+
+    def _set_aside_dead(
+        self, body: bytes, code: str, reason: str, type_name: str | None, app_name: str | None
+    ) -> None:
+        error = reason
         entry = SetAsideMessage(
-            body=body, reason=str(error), code=error.reason, type_name=type_name, app_name=app_name
+            body=body, reason=reason, code=code, type_name=type_name, app_name=app_name
         )
         self.dead_letters.append(entry)
         log.error(
             "dead-lettered {id}{where}: {reason}",
             id=entry.id,
             where=f" from {app_name}" if app_name else "",
-            reason=str(error),
+            reason=error,
         )
 

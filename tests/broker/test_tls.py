@@ -102,7 +102,7 @@ class TLSTests(unittest.TestCase):
     async def test_amqps_with_the_ca_verifies_and_carries_messages(self):
         url = f"amqps://guest:guest@localhost:{self.node.tls_port}/%2F"
         # guest may only log in over loopback, which this is.
-        transport = make_amqp_transport(self, url, ca_file=self.node.ca_file)
+        transport = make_amqp_transport(self, url, ca_file=self.node.ca_file, admin_url=self.node.url)
         await connected(transport)
         await transport.setup("tls_app", [Note])
         await transport.send(Note(text="over TLS"))

@@ -1,7 +1,7 @@
 """The transport contract, against AMQPTransport on a real RabbitMQ node."""
 
 import pytest
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
@@ -17,11 +17,32 @@ async def connected(transport, timeout=30.0):
         await task.deferLater(reactor, 0.05, lambda: None)
 
 
+def _delete_queues(url, queues):
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        for queue in queues:
+            connection.channel().queue_delete(queue)
+    finally:
+        connection.close()
+
+
 def make_amqp_transport(test, url, **options):
+    """A started transport; its apps' queues are deleted after the test (the broker is shared)."""
+    admin_url = options.pop("admin_url", None)
     settings = parse_amqp_settings({"url": url, "heartbeat": 10, **options})
+    options["admin_url"] = admin_url or url
     transport = AMQPTransport(settings, bus_name="contract")
     transport.startService()
-    test.addCleanup(transport.stopService)
+
+    async def cleanup():
+        await transport.stopService()
+        queues = [app.queue for app in transport._apps.values()]
+        if queues:
+            await threads.deferToThread(_delete_queues, options.get("admin_url", url), queues)
+
+    test.addCleanup(lambda: defer.Deferred.fromCoroutine(cleanup()))
     return transport
 
 

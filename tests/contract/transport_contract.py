@@ -58,7 +58,8 @@ class TransportContract:
 
     def app(self, name):
         """An app name unique to this test, so tests sharing a broker cannot meet."""
-        return f"{name}-{self.id().rsplit('.', 1)[-1]}"
+        cls, test = self.id().rsplit(".", 2)[-2:]
+        return f"{name}-{cls}-{test}"
 
     async def next_delivery(self, app, timeout=WAIT):
         d = self.transport.retrieve(app)
@@ -192,6 +193,19 @@ class TransportContract:
         delivery = await self.next_delivery(a)
         self.assertEqual((delivery.message.id, delivery.message.text), ("ext-1", "hi"))
         await delivery.ack()
+
+    async def test_a_rejected_delivery_is_set_aside_with_its_reason(self):
+        t = await self.start()
+        a, b, animals, dogs, late = map(self.app, ("a", "b", "animals", "dogs", "late"))
+        await t.setup(a, [Note])
+        sent = Note(text="not for this app")
+        await t.send(sent)
+        delivery = await self.next_delivery(a)
+        await delivery.reject("unexpected-type", "a reason for the operator")
+        [entry] = await self.eventually_list(lambda: t.set_aside("dead"), a, 1)
+        self.assertEqual((entry.code, entry.reason), ("unexpected-type", "a reason for the operator"))
+        self.assertEqual(json.loads(entry.body)["id"], sent.id)
+        self.assertTrue(await self.nothing_for(a))
 
     async def test_released_messages_come_again_marked_redelivered(self):
         t = await self.start()

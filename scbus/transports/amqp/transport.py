@@ -56,6 +56,14 @@ class ContentTypeRefused(DecodeError):
     reason = "content-type"
 
 
+class _Refused(DecodeError):
+    """A decoded message the app cannot take, set aside with the bus's own reason code."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = code
+
+
 @implementer(IDelivery)
 class AMQPDelivery:
     __slots__ = ("_app", "raw", "message", "app_name", "redelivered", "received_at", "_settled")
@@ -94,13 +102,20 @@ class AMQPDelivery:
         channel.nack(self.raw.delivery_tag, requeue=True)
         return succeed(None)
 
+    def reject(self, code: str, reason: str) -> Deferred[None]:
+        if self._channel() is None:
+            return succeed(None)
+        self._settled = True
+        return self._app.transport._dead_letter(self._app, self.raw, _Refused(code, reason))
+
     def __repr__(self) -> str:
         return f"<AMQPDelivery {self.app_name}#{self.raw.delivery_tag} {self.message!r}>"
 
 
 class _App:
-    def __init__(self, name: str, prefetch: int) -> None:
+    def __init__(self, name: str, prefetch: int, transport: AMQPTransport) -> None:
         self.name = name
+        self.transport = transport
         self.queue = topology.app_queue(name)
         self.prefetch = prefetch
         self.types: set[type[Message]] = set()
@@ -399,7 +414,7 @@ class AMQPTransport(Service):
         app = self._apps.get(app_name)
         if app is None:
             prefetch = self.settings.app_prefetch.get(app_name, self.settings.prefetch)
-            app = self._apps[app_name] = _App(app_name, prefetch)
+            app = self._apps[app_name] = _App(app_name, prefetch, self)
         new = set(message_types) - app.types
         app.types.update(new)
         d: Deferred[None] = Deferred()
@@ -531,7 +546,7 @@ class AMQPTransport(Service):
             raise ContentTypeRefused(f"content type {raw.properties.content_type!r} is not {codec.CONTENT_TYPE}")
         return codec.decode(raw.body, self.settings.max_message_size)
 
-    def _dead_letter(self, app: _App, raw: RawDelivery, error: DecodeError) -> None:
+    def _dead_letter(self, app: _App, raw: RawDelivery, error: DecodeError) -> Deferred[None]:
         type_name = raw.properties.type or (codec.peek_type(raw.body) if len(raw.body) <= self.settings.max_message_size else None)
         log.error(
             "dead-lettered a message from {queue} (type {type}, id {id}): {reason}",
@@ -568,7 +583,7 @@ class AMQPTransport(Service):
             if raw.channel.is_open:
                 raw.channel.nack(raw.delivery_tag, requeue=False)
 
-        out.d.addCallbacks(copied, not_copied)
+        return out.d.addCallbacks(copied, not_copied)
 
     # --- publishing ---------------------------------------------------------------------------
 
