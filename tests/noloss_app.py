@@ -27,8 +27,11 @@ class Slow(Message, wire_name="noloss.Slow"):
 
 def make_numbers(name, root_config, config):
     pid = os.getpid()
+    poison = set(config.get("poison", []))
 
     def on_numbered(msg):
+        if msg.n in poison:
+            os._exit(17)  # a message that kills its consumer every time
         return Handled(n=msg.n, pid=pid)
 
     def on_slow(msg):

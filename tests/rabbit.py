@@ -42,7 +42,9 @@ def free_port() -> int:
 class RabbitNode:
     """One node. C{start()}, C{stop()}, C{restart()}, C{ctl(...)}; C{url} to connect."""
 
-    def __init__(self, name: str | None = None, port: int | None = None, base: str | None = None) -> None:
+    def __init__(
+        self, name: str | None = None, port: int | None = None, base: str | None = None, cookie: str | None = None
+    ) -> None:
         self.port = port or free_port()
         self.dist_port = free_port()
         self.name = f"{name or 'scbus-test-' + str(self.port)}@localhost"
@@ -63,7 +65,12 @@ class RabbitNode:
                 "log.console = false\n"
                 "log.file.level = warning\n" % self.port
             )
-        self.extra_config: list[str] = []
+        if cookie is not None:
+            # nodes that cluster must share the Erlang cookie
+            path = os.path.join(self.base, ".erlang.cookie")
+            with open(path, "w") as f:
+                f.write(cookie)
+            os.chmod(path, 0o400)
         user = pwd.getpwnam("rabbitmq")
         for root, dirs, files in os.walk(self.base):
             for entry in [root] + [os.path.join(root, n) for n in dirs + files]:

@@ -68,6 +68,7 @@ class IAMQPConnection(Interface):
         """A new Deferred that fires, with the reason (an exception), when the connection is gone."""
 
     is_open = Attribute("True while the connection can open channels.")
+    last_received = Attribute("Reactor time at which data last arrived from the broker.")
 
     def channel():
         """Open a channel. Answers a Deferred of an L{IAMQPChannel}."""

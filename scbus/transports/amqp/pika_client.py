@@ -156,6 +156,8 @@ class PikaConnection(TwistedProtocolConnection):
 
     def __init__(self, parameters: pika.ConnectionParameters, reactor: Any) -> None:
         super().__init__(parameters, custom_reactor=reactor)
+        self._clock = reactor
+        self.last_received = reactor.seconds()
         self._lost_reason: Exception | None = None
         self._lost_observers: list[Deferred[Exception]] = []
 
@@ -168,6 +170,10 @@ class PikaConnection(TwistedProtocolConnection):
             except OSError:
                 pass
         super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_received = self._clock.seconds()
+        super().dataReceived(data)
 
     def when_lost(self) -> Deferred[Exception]:
         if self._lost_reason is not None:

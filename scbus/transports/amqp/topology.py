@@ -37,6 +37,9 @@ UNROUTED_EXCHANGE = "scbus.unrouted"
 UNROUTED_QUEUE = "scbus.unrouted"
 DEAD_EXCHANGE = "scbus.dead"
 DEAD_QUEUE = "scbus.dead"
+#: A second copy of every dead letter, consumed by the bus processes (competing) so that
+#: messages the broker sets aside (a quorum queue's delivery limit) are reported once.
+DEAD_WATCH_QUEUE = "scbus.dead.watch"
 
 #: Headers scbus writes on what it sets aside.
 REASON_HEADER = "x-scbus-reason"

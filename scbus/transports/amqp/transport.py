@@ -37,7 +37,7 @@ from ... import codec
 from ...control import CONTROL_EXCHANGE
 from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError
 from ...interfaces import IDelivery, ITransport
-from ...message import Message
+from ...message import AppErrorOccurredMessage, Message
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
 from .connector import Reconnector
@@ -209,6 +209,8 @@ class AMQPTransport(Service):
         self._unconfirmed: dict[int, _Outgoing] = {}
         self._sweeper = LoopingCall(self._sweep_unconfirmed)
         self._sweeper.clock = reactor
+        self._watchdog = LoopingCall.withCount(self._check_silence)
+        self._watchdog.clock = reactor
         self._connector: Reconnector | None = None
         self._stopping = False
         self.connections = 0
@@ -274,12 +276,15 @@ class AMQPTransport(Service):
         )
         self._connector.start()
         self._sweeper.start(min(1.0, self.settings.confirm_timeout / 2), now=False)
+        if self.settings.heartbeat > 0:
+            self._watchdog.start(max(0.25, self.settings.heartbeat / 4), now=False)
         log.info("AMQP transport connecting to {broker}", broker=self.settings.describe())
 
     async def _stop(self) -> None:
         self._stopping = True
-        if self._sweeper.running:
-            self._sweeper.stop()
+        for loop in (self._sweeper, self._watchdog):
+            if loop.running:
+                loop.stop()
         session, self._session = self._session, None
         if session is not None:
             session.alive = False
@@ -309,6 +314,7 @@ class AMQPTransport(Service):
         for app in list(self._apps.values()):
             await self._start_app(session, app)
         await self._start_unrouted_log(session)
+        await self._start_dead_watch(session)
         await self._start_control(session)
         session.ready = True
         self.connections += 1
@@ -378,7 +384,11 @@ class AMQPTransport(Service):
         channel = session.topology
         assert channel is not None
         qtype = self.settings.queue_type
-        for exchange, queue in ((topology.UNROUTED_EXCHANGE, topology.UNROUTED_QUEUE), (topology.DEAD_EXCHANGE, topology.DEAD_QUEUE)):
+        for exchange, queue in (
+            (topology.UNROUTED_EXCHANGE, topology.UNROUTED_QUEUE),
+            (topology.DEAD_EXCHANGE, topology.DEAD_QUEUE),
+            (topology.DEAD_EXCHANGE, topology.DEAD_WATCH_QUEUE),
+        ):
             await channel.exchange_declare(exchange, "fanout", durable=True)
             try:
                 await self._count_on_fresh_channel(session, queue)
@@ -407,6 +417,58 @@ class AMQPTransport(Service):
             self._log_unrouted(consumer, channel)
 
         consumer.get().addCallbacks(got, lambda f: None)
+
+    async def _start_dead_watch(self, session: _Session) -> None:
+        channel = await session.connection.channel()
+        await channel.qos(10)
+        consumer = await channel.consume(topology.DEAD_WATCH_QUEUE)
+        self._next_dead(channel, consumer)
+
+    def _next_dead(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        consumer.get().addCallbacks(self._watch_dead, lambda f: None, callbackArgs=(channel, consumer))
+
+    def _watch_dead(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        """
+        The broker dead-lettered a message on its own (a quorum queue's delivery limit: its
+        consumer died or hung on it every time). Say so, once, as an error message.
+        """
+        self._next_dead(channel, consumer)
+        headers = raw.properties.headers or {}
+        deaths = headers.get("x-death") or []
+        report = None
+        if deaths and topology.REASON_HEADER not in headers:
+            death = deaths[0]
+            queue = str(death.get("queue", ""))
+            app = queue[len("scbus.app."):] if queue.startswith("scbus.app.") else queue
+            reason = str(death.get("reason", "?"))
+            try:
+                envelope = json.loads(raw.body)
+            except ValueError:
+                envelope = None
+            if reason == "delivery_limit":
+                text = (
+                    f"quarantined: delivered more than {self.settings.delivery_limit} times without "
+                    "being acknowledged (its consumer died or hung on it each time); set aside in "
+                    f"{topology.DEAD_QUEUE}, replay it from the console once the cause is fixed"
+                )
+            else:
+                text = f"dead-lettered by the broker ({reason}); set aside in {topology.DEAD_QUEUE}"
+            log.error("{app}: {text} (id {id})", app=app, text=text, id=raw.properties.message_id)
+            report = AppErrorOccurredMessage(
+                app_name=app,
+                message=envelope if isinstance(envelope, dict) else None,
+                error=text,
+                error_type="scbus.Quarantined" if reason == "delivery_limit" else "scbus.DeadLettered",
+                traceback=[],
+                log=[],
+            )
+        if report is None:
+            channel.ack(raw.delivery_tag)
+            return
+        self.send(report).addCallbacks(
+            lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None,
+            lambda f: channel.nack(raw.delivery_tag, requeue=True) if channel.is_open else None,
+        )
 
     # --- apps -------------------------------------------------------------------------------
 
@@ -699,6 +761,32 @@ class AMQPTransport(Service):
     def _not_confirmed(self, failure: Failure, session: _Session, out: _Outgoing) -> None:
         self._unconfirmed.pop(id(out), None)
         self._publish_failed(failure, session, out)
+
+    def _check_silence(self, intervals: int) -> None:
+        """
+        A connection whose packets are silently dropped looks open forever. The broker
+        sends a heartbeat at least every half heartbeat interval: silence for 1.5
+        intervals means the connection is dead, so drop it and reconnect (the clients'
+        own checks take up to twice the interval plus slack).
+        """
+        session = self._session
+        if session is None or not session.alive:
+            return
+        if intervals > 1:
+            # The reactor itself was blocked: data may be waiting unread. Look next time.
+            session.connection.last_received = self._reactor.seconds()
+            return
+        silent = self._reactor.seconds() - getattr(session.connection, "last_received", self._reactor.seconds())
+        limit = 1.5 * self.settings.heartbeat
+        if silent > limit:
+            log.warn(
+                "no data from the broker for {silent:.1f}s (heartbeat {heartbeat}s): the "
+                "connection is dead; dropping it to reconnect",
+                silent=silent, heartbeat=self.settings.heartbeat,
+            )
+            transport = getattr(session.connection, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
 
     def _sweep_unconfirmed(self) -> None:
         now = self._reactor.seconds()

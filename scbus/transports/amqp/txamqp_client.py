@@ -263,6 +263,7 @@ class TxConnection(FixedClient):
     def __init__(self, settings: AMQPSettings, reactor: Any, spec: Any) -> None:
         super().__init__(_Delegate(), settings.vhost, spec, heartbeat=settings.heartbeat, clock=reactor)
         self._settings = settings
+        self.last_received = reactor.seconds()
         self.ready: Deferred[None] | None = Deferred()
         self._ids = itertools.count(1)
         self._wrappers: dict[int, TxChannel] = {}
@@ -294,6 +295,10 @@ class TxConnection(FixedClient):
     @property
     def is_open(self) -> bool:
         return not self.closed and self._lost_reason is None
+
+    def dataReceived(self, data: bytes) -> Any:
+        self.last_received = self.clock.seconds()
+        return super().dataReceived(data)
 
     def channel(self, id: int | None = None) -> Deferred[Any]:  # noqa: A002 - txAMQP's name
         if id is not None:
