@@ -123,3 +123,32 @@ def test_retry_config_is_checked_against_the_consumer_timeout():
     assert (app.retries, app.retry_delay, app.time_limit) == (3, 2.0, 10.0)
     with pytest.raises(ConfigError, match="apps.a.retries: retries could hold a delivery for"):
         parse_config({"apps": {"a": {"builder": "m:f", "retries": 20, "retry_delay": 60, "retry_max_delay": 600}}})
+
+
+def test_a_thread_past_its_time_limit_is_reported_and_its_late_result_ignored():
+    import threading
+
+    from ..helpers import ThreadedClock
+
+    clock = ThreadedClock()
+    release = threading.Event()
+
+    def blocking(job):
+        release.wait(10)
+        return Done(n=job.n)
+
+    app = ApplicationMessageBus("app", {Job: blocking}, reactor=clock, threads=1, time_limit=1)
+    app.start()
+    try:
+        d = app.handle(Job(n=1))
+        clock.advance(1)  # the limit passes while the thread is still blocked
+        [report] = result_of(d)
+        assert report.error_type == "scbus.errors.HandlerTimeout"
+        release.set()
+        # the thread's late result arrives and is ignored (no second answer, no error)
+        f, args, kwargs = clock.from_threads.get(timeout=10)
+        f(*args, **kwargs)
+        assert app.errors == 1
+    finally:
+        release.set()
+        app.stop()
