@@ -78,23 +78,29 @@ async def connect(url):
     return connection
 
 
+def _declare_raw(ch):
+    ch.queue_declare("bench.raw.in", durable=True)
+    ch.queue_purge("bench.raw.in")
+    ch.exchange_declare("bench.raw.out", "fanout", durable=True)
+    ch.queue_declare("bench.raw.sink", durable=True)
+    ch.queue_bind("bench.raw.sink", "bench.raw.out")
+    ch.queue_purge("bench.raw.sink")
+
+
+async def preload_raw(url, n):
+    """The raw loops' queues, with n messages waiting."""
+    await threads.deferToThread(blocking, url, _declare_raw)
+    bodies = [envelope("bench.In", i) for i in range(n)]
+    await threads.deferToThread(preload, url, "", "bench.raw.in", bodies)
+    await threads.deferToThread(wait_count, url, "bench.raw.in", n)
+
+
 async def raw_loop_txamqp(url, n, prefetch):
     """The same raw loop on txAMQP (with the fixes that publisher confirms need at all)."""
     from scbus.transports.amqp.client import Properties
     from scbus.transports.amqp.txamqp_client import TxConnection, load_spec
 
-    def declare(ch):
-        ch.queue_declare("bench.raw.in", durable=True)
-        ch.queue_purge("bench.raw.in")
-        ch.exchange_declare("bench.raw.out", "fanout", durable=True)
-        ch.queue_declare("bench.raw.sink", durable=True)
-        ch.queue_bind("bench.raw.sink", "bench.raw.out")
-        ch.queue_purge("bench.raw.sink")
-
-    await threads.deferToThread(blocking, url, declare)
-    bodies = [envelope("bench.In", i) for i in range(n)]
-    await threads.deferToThread(preload, url, "", "bench.raw.in", bodies)
-    await threads.deferToThread(wait_count, url, "bench.raw.in", n)
+    await preload_raw(url, n)
     settings = parse_amqp_settings({"url": url, "client": "txamqp"})
     params = pika.URLParameters(url)
     connection = await ClientCreator(reactor, TxConnection, settings, reactor, load_spec()).connectTCP(params.host, params.port)
@@ -129,18 +135,7 @@ async def raw_loop_txamqp(url, n, prefetch):
 
 
 async def raw_loop(url, n, prefetch, with_json):
-    def declare(ch):
-        ch.queue_declare("bench.raw.in", durable=True)
-        ch.queue_purge("bench.raw.in")
-        ch.exchange_declare("bench.raw.out", "fanout", durable=True)
-        ch.queue_declare("bench.raw.sink", durable=True)
-        ch.queue_bind("bench.raw.sink", "bench.raw.out")
-        ch.queue_purge("bench.raw.sink")
-
-    await threads.deferToThread(blocking, url, declare)
-    bodies = [envelope("bench.In", i) for i in range(n)]
-    await threads.deferToThread(preload, url, "", "bench.raw.in", bodies)
-    await threads.deferToThread(wait_count, url, "bench.raw.in", n)
+    await preload_raw(url, n)
     connection = await connect(url)
     ch_in = await connection.channel()
     await ch_in.basic_qos(prefetch_count=prefetch)

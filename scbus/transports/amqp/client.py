@@ -14,6 +14,8 @@ from typing import Any
 from zope.interface import Attribute, Interface
 
 __all__ = [
+    "reason_text",
+    "ConnectionWatch",
     "Properties",
     "RawDelivery",
     "IAMQPConnection",
@@ -127,3 +129,52 @@ class IAMQPChannel(Interface):
 
     def close():
         """Close the channel; unacknowledged deliveries go back to their queues."""
+
+
+def reason_text(reason: Any) -> str:
+    """A connection or channel close reason (a Failure, an exception, a frame) as text."""
+    message = getattr(reason, "getErrorMessage", None)
+    return message() if callable(message) else str(reason)
+
+
+class ConnectionWatch:
+    """
+    Mixed into a client's protocol: what the transport needs to see of the connection
+    itself. Small frames go out at once (no Nagle delay on confirms and acks), the time
+    data last arrived is kept (to notice a dead path), and every observer of the loss
+    gets its own Deferred.
+    """
+
+    def _watch_start(self, clock: Any) -> None:
+        self._watch_clock = clock
+        self.last_received = clock.seconds()
+        self._lost_reason: Exception | None = None
+        self._lost_observers: list[Any] = []
+
+    def _watch_connected(self, transport: Any) -> None:
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+
+    def _watch_received(self) -> None:
+        self.last_received = self._watch_clock.seconds()
+
+    def when_lost(self) -> Any:
+        from twisted.internet.defer import Deferred, succeed
+
+        if self._lost_reason is not None:
+            return succeed(self._lost_reason)
+        d: Deferred[Exception] = Deferred()
+        self._lost_observers.append(d)
+        return d
+
+    def _watch_lost(self, reason: Any) -> Exception:
+        value = getattr(reason, "value", reason)
+        self._lost_reason = value if isinstance(value, Exception) else ConnectionError(str(value))
+        observers, self._lost_observers = self._lost_observers, []
+        for d in observers:
+            d.callback(self._lost_reason)
+        return self._lost_reason

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from .client import (
+    ConnectionWatch,
     IAMQPChannel,
     IAMQPConnection,
     IAMQPConsumer,
@@ -151,46 +152,26 @@ class PikaChannel:
 
 
 @implementer(IAMQPConnection)
-class PikaConnection(TwistedProtocolConnection):
+class PikaConnection(ConnectionWatch, TwistedProtocolConnection):
     """pika's protocol, speaking the seam. C{ready} fires after the AMQP handshake."""
 
     def __init__(self, parameters: pika.ConnectionParameters, reactor: Any) -> None:
         super().__init__(parameters, custom_reactor=reactor)
-        self._clock = reactor
-        self.last_received = reactor.seconds()
-        self._lost_reason: Exception | None = None
-        self._lost_observers: list[Deferred[Exception]] = []
+        self._watch_start(reactor)
 
     def makeConnection(self, transport: Any) -> None:
-        # Small frames (confirms, acks) must not wait for Nagle's algorithm.
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass
+        self._watch_connected(transport)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
-        self.last_received = self._clock.seconds()
+        self._watch_received()
         super().dataReceived(data)
-
-    def when_lost(self) -> Deferred[Exception]:
-        if self._lost_reason is not None:
-            return succeed(self._lost_reason)
-        d: Deferred[Exception] = Deferred()
-        self._lost_observers.append(d)
-        return d
 
     def connectionLost(self, reason: Any = None) -> None:
         try:
             super().connectionLost(reason)
         finally:
-            value = getattr(reason, "value", reason)
-            self._lost_reason = value if isinstance(value, Exception) else ConnectionError(str(value))
-            observers, self._lost_observers = self._lost_observers, []
-            for d in observers:
-                d.callback(self._lost_reason)
+            self._watch_lost(reason)
 
     def channel(self, channel_number: int | None = None) -> Deferred[PikaChannel]:
         return super().channel(channel_number).addCallback(PikaChannel)

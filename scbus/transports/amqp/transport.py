@@ -14,9 +14,7 @@ Promises (each tested against a real broker):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import socket
 import uuid
@@ -25,31 +23,28 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.task import LoopingCall, deferLater
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ... import codec
-from ...control import CONTROL_EXCHANGE
 from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError
 from ...interfaces import IDelivery, ITransport
-from ...message import AppErrorOccurredMessage, Message
-from ..setaside import DEAD, UNROUTED, SetAsideMessage
+from ...message import Message
 from . import topology
 from .connector import Reconnector
-from .client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
+from .control_plane import ControlPlane
+from .endpoints import broker_endpoint
+from .holding import HoldingAreas
+from .client import reason_text, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 
 __all__ = ["AMQPTransport", "AMQPDelivery"]
 
 log = Logger()
 
-#: How many set-aside messages one listing or replay looks through.
-SET_ASIDE_LIMIT = 500
 
 
 class ContentTypeRefused(DecodeError):
@@ -157,27 +152,8 @@ class _DeclareFailed(TransportError):
     pass
 
 
-@implementer(IStreamClientEndpoint)
-class _RoundRobinEndpoint:
-    """Each connection attempt goes to the next broker address: fail over across a cluster."""
-
-    def __init__(self, endpoints: list[Any], names: list[str]) -> None:
-        self._endpoints = endpoints
-        self._names = names
-        self._next = 0
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        index = self._next % len(self._endpoints)
-        self._next += 1
-        log.debug("connecting to {address}", address=self._names[index])
-        return self._endpoints[index].connect(factory)
-
-    def __repr__(self) -> str:
-        return f"<brokers {', '.join(self._names)}>"
-
-
 @implementer(ITransport)
-class AMQPTransport(Service):
+class AMQPTransport(ControlPlane, HoldingAreas, Service):
     """
     RabbitMQ through a deferred-based client behind L{client.IAMQPChannel}.
 
@@ -229,28 +205,10 @@ class AMQPTransport(Service):
     # --- connecting ---------------------------------------------------------------------------
 
     def _make_endpoint(self) -> Any:
-        if self._endpoint is not None:
-            return self._endpoint
-        endpoints = []
-        for address in self.settings.addresses:
-            tcp = HostnameEndpoint(self._reactor, address.host, address.port, timeout=self.settings.connect_timeout)
-            if address.tls:
-                tcp = wrapClientTLS(self._tls_options(address.host), tcp)
-            endpoints.append(tcp)
-        return _RoundRobinEndpoint(endpoints, [str(a) for a in self.settings.addresses])
+        return self._endpoint if self._endpoint is not None else broker_endpoint(self.settings, self._reactor)
 
-    def _tls_options(self, host: str) -> Any:
-        from twisted.internet import ssl
-
-        client_cert = None
-        if self.settings.cert_file:
-            with open(self.settings.cert_file) as c, open(self.settings.key_file or "") as k:
-                client_cert = ssl.PrivateCertificate.loadPEM(c.read() + k.read())
-        trust = None
-        if self.settings.ca_file:
-            with open(self.settings.ca_file) as f:
-                trust = ssl.Certificate.loadPEM(f.read())
-        return ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client_cert)
+    def _outgoing(self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None) -> _Outgoing:
+        return _Outgoing(exchange, routing_key, body, properties, declare)
 
     def _make_factory(self) -> Any:
         name = f"{self._bus_name}@{socket.gethostname()}:{os.getpid()}"
@@ -330,7 +288,7 @@ class AMQPTransport(Service):
         # A refused declaration (say, an exchange that exists with other arguments)
         # closes the channel it was made on: open another for the next ones.
         if self._usable(session) and session.topology is channel:
-            log.warn("AMQP declaring channel closed ({reason}); reopening", reason=_reason(reason))
+            log.warn("AMQP declaring channel closed ({reason}); reopening", reason=reason_text(reason))
             session.exchanges = {k: v for k, v in session.exchanges.items() if v is True}
             Deferred.fromCoroutine(self._open_topology(session)).addErrback(self._session_broken, session)
 
@@ -342,7 +300,7 @@ class AMQPTransport(Service):
 
     def _publisher_closed(self, reason: Any, session: _Session, publisher: IAMQPChannel) -> None:
         if self._usable(session) and session.publisher is publisher:
-            log.warn("AMQP publishing channel closed ({reason}); reopening", reason=_reason(reason))
+            log.warn("AMQP publishing channel closed ({reason}); reopening", reason=reason_text(reason))
             session.ready = False
             d = Deferred.fromCoroutine(self._open_publisher(session))
             d.addCallbacks(lambda _: self._publisher_back(session), self._session_broken, errbackArgs=(session,))
@@ -373,102 +331,8 @@ class AMQPTransport(Service):
         if not self._stopping:
             log.warn(
                 "AMQP connection lost ({reason}); deliveries in hand will come again; reconnecting",
-                reason=_reason(reason),
+                reason=reason_text(reason),
             )
-
-    async def _declare_holding_areas(self, session: _Session) -> None:
-        """
-        scbus.unrouted and scbus.dead. They are shared by every app and process, so one
-        that exists is used as it is (whatever its queue type); a missing one is made.
-        """
-        channel = session.topology
-        assert channel is not None
-        qtype = self.settings.queue_type
-        for exchange, queue in (
-            (topology.UNROUTED_EXCHANGE, topology.UNROUTED_QUEUE),
-            (topology.DEAD_EXCHANGE, topology.DEAD_QUEUE),
-            (topology.DEAD_EXCHANGE, topology.DEAD_WATCH_QUEUE),
-        ):
-            await channel.exchange_declare(exchange, "fanout", durable=True)
-            try:
-                await self._count_on_fresh_channel(session, queue)
-            except Exception:
-                await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
-            await channel.queue_bind(queue, exchange)
-
-    async def _start_unrouted_log(self, session: _Session) -> None:
-        """Every process logs what lands in scbus.unrouted, from its own transient queue."""
-        channel = await session.connection.channel()
-        name = f"scbus.unrouted.log.{uuid.uuid4().hex[:12]}"
-        await channel.queue_declare(name, durable=False, exclusive=True, auto_delete=True, arguments={"x-max-length": 1000})
-        await channel.queue_bind(name, topology.UNROUTED_EXCHANGE)
-        consumer = await channel.consume(name, exclusive=True)
-        self._log_unrouted(consumer, channel)
-
-    def _log_unrouted(self, consumer: IAMQPConsumer, channel: IAMQPChannel) -> None:
-        def got(raw: RawDelivery) -> None:
-            type_name = raw.properties.type or codec.peek_type(raw.body) or "?"
-            log.warn(
-                "unrouted: no app subscribes to {type} (id {id}); kept in queue {queue} "
-                "(list and replay it from the console)",
-                type=type_name, id=raw.properties.message_id, queue=topology.UNROUTED_QUEUE,
-            )
-            channel.ack(raw.delivery_tag)
-            self._log_unrouted(consumer, channel)
-
-        consumer.get().addCallbacks(got, lambda f: None)
-
-    async def _start_dead_watch(self, session: _Session) -> None:
-        channel = await session.connection.channel()
-        await channel.qos(10)
-        consumer = await channel.consume(topology.DEAD_WATCH_QUEUE)
-        self._next_dead(channel, consumer)
-
-    def _next_dead(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        consumer.get().addCallbacks(self._watch_dead, lambda f: None, callbackArgs=(channel, consumer))
-
-    def _watch_dead(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        """
-        The broker dead-lettered a message on its own (a quorum queue's delivery limit: its
-        consumer died or hung on it every time). Say so, once, as an error message.
-        """
-        self._next_dead(channel, consumer)
-        headers = raw.properties.headers or {}
-        deaths = headers.get("x-death") or []
-        report = None
-        if deaths and topology.REASON_HEADER not in headers:
-            death = deaths[0]
-            queue = str(death.get("queue", ""))
-            app = queue[len("scbus.app."):] if queue.startswith("scbus.app.") else queue
-            reason = str(death.get("reason", "?"))
-            try:
-                envelope = json.loads(raw.body)
-            except ValueError:
-                envelope = None
-            if reason == "delivery_limit":
-                text = (
-                    f"quarantined: delivered more than {self.settings.delivery_limit} times without "
-                    "being acknowledged (its consumer died or hung on it each time); set aside in "
-                    f"{topology.DEAD_QUEUE}, replay it from the console once the cause is fixed"
-                )
-            else:
-                text = f"dead-lettered by the broker ({reason}); set aside in {topology.DEAD_QUEUE}"
-            log.error("{app}: {text} (id {id})", app=app, text=text, id=raw.properties.message_id)
-            report = AppErrorOccurredMessage(
-                app_name=app,
-                message=envelope if isinstance(envelope, dict) else None,
-                error=text,
-                error_type="scbus.Quarantined" if reason == "delivery_limit" else "scbus.DeadLettered",
-                traceback=[],
-                log=[],
-            )
-        if report is None:
-            channel.ack(raw.delivery_tag)
-            return
-        self.send(report).addCallbacks(
-            lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None,
-            lambda f: channel.nack(raw.delivery_tag, requeue=True) if channel.is_open else None,
-        )
 
     # --- apps -------------------------------------------------------------------------------
 
@@ -540,7 +404,7 @@ class AMQPTransport(Service):
             app.channel = app.consumer = None
             app.session = None
         if self._usable(session):
-            log.warn("{app}: channel closed ({reason}); consuming again", app=app.name, reason=_reason(reason))
+            log.warn("{app}: channel closed ({reason}); consuming again", app=app.name, reason=reason_text(reason))
             self._reactor.callLater(0.5, self._retry_app, session, app)
 
     # --- retrieving ---------------------------------------------------------------------------
@@ -822,90 +686,6 @@ class AMQPTransport(Service):
         consumer = app.consumer if app is not None else None
         return consumer.buffered if consumer is not None else 0
 
-    # --- the control plane ----------------------------------------------------------------
-
-    def serve_control(self, handler: Any) -> None:
-        self._control = handler
-
-    async def _start_control(self, session: _Session) -> None:
-        """
-        A channel of its own, an exclusive queue bound to the control exchange for
-        requests, another for answers to our own requests: nothing here waits behind
-        app messages.
-        """
-        channel = await session.connection.channel()
-        await channel.exchange_declare(CONTROL_EXCHANGE, "fanout", durable=True)
-        requests_queue = f"scbus.control.{self._process_id}"
-        replies_queue = f"scbus.reply.{self._process_id}"
-        for queue in (requests_queue, replies_queue):
-            await channel.queue_declare(queue, durable=False, exclusive=True, auto_delete=True)
-        await channel.queue_bind(requests_queue, CONTROL_EXCHANGE)
-        requests = await channel.consume(requests_queue, exclusive=True)
-        replies = await channel.consume(replies_queue, exclusive=True)
-        session.control = channel
-        session.replies_queue = replies_queue
-        channel.closed.addBoth(self._control_closed, session, channel)
-        self._next_request(session, channel, requests)
-        self._next_reply(channel, replies)
-
-    def _control_closed(self, reason: Any, session: _Session, channel: IAMQPChannel) -> None:
-        if self._usable(session) and session.control is channel:
-            log.warn("AMQP control channel closed ({reason}); reopening", reason=_reason(reason))
-            session.control = None
-            Deferred.fromCoroutine(self._start_control(session)).addErrback(self._session_broken, session)
-
-    def _next_request(self, session: _Session, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        consumer.get().addCallbacks(self._request, lambda f: None, callbackArgs=(session, channel, consumer))
-
-    def _request(self, raw: RawDelivery, session: _Session, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        channel.ack(raw.delivery_tag)
-        self._next_request(session, channel, consumer)
-        reply_to = raw.properties.reply_to
-        try:
-            request = json.loads(raw.body)
-        except ValueError:
-            log.warn("control: ignored a request that is not JSON")
-            return
-        if self._control is None or not reply_to:
-            return
-        d = maybeDeferred(self._control, request)
-
-        def answer(reply: Any) -> None:
-            if reply is None or not channel.is_open:
-                return
-            body = json.dumps(reply, default=repr).encode("utf-8")
-            props = Properties(content_type=codec.CONTENT_TYPE, correlation_id=raw.properties.correlation_id)
-            channel.publish("", reply_to, body, props)
-
-        d.addCallback(answer).addErrback(lambda f: log.failure("control: answering failed", f))
-
-    def _next_reply(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        consumer.get().addCallbacks(self._reply, lambda f: None, callbackArgs=(channel, consumer))
-
-    def _reply(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        channel.ack(raw.delivery_tag)
-        self._next_reply(channel, consumer)
-        collected = self._asks.get(raw.properties.correlation_id or "")
-        if collected is not None:
-            try:
-                collected.append(json.loads(raw.body))
-            except ValueError:
-                pass
-
-    def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
-        """Ask every live bus process (this one too); their answers after C{timeout} s."""
-        session = self._session
-        if session is None or not session.ready or session.control is None:
-            return fail(TransportError("not connected to the broker"))
-        correlation = uuid.uuid4().hex
-        self._asks[correlation] = []
-        body = json.dumps(request).encode("utf-8")
-        props = Properties(
-            content_type=codec.CONTENT_TYPE, correlation_id=correlation, reply_to=session.replies_queue
-        )
-        session.control.publish(CONTROL_EXCHANGE, "", body, props)
-        return deferLater(self._reactor, timeout, self._asks.pop, correlation)
-
     def _passive_count(self, queue: str) -> Deferred[int]:
         session = self._session
         if session is None or not session.ready:
@@ -920,86 +700,3 @@ class AMQPTransport(Service):
         finally:
             if channel.is_open:
                 channel.close()
-
-    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
-        return Deferred.fromCoroutine(self._browse(kind, None))
-
-    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
-        return Deferred.fromCoroutine(self._browse(kind, entry_id))
-
-    async def _browse(self, kind: str, replay_id: str | None) -> Any:
-        queue = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}.get(kind)
-        if queue is None:
-            raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
-        session = self._session
-        if session is None or not session.ready:
-            raise TransportError("not connected to the broker")
-        channel = await session.connection.channel()
-        entries: list[SetAsideMessage] = []
-        try:
-            for _ in range(SET_ASIDE_LIMIT):
-                raw = await channel.get(queue)
-                if raw is None:
-                    break
-                entry = _set_aside_entry(kind, raw)
-                if replay_id is None:
-                    entries.append(entry)
-                    continue
-                if entry.id != replay_id:
-                    continue
-                await self._republish(kind, raw, entry)
-                channel.ack(raw.delivery_tag)
-                return True
-        finally:
-            if channel.is_open:
-                channel.close()  # whatever was looked at goes back to the queue
-        return entries if replay_id is None else False
-
-    async def _republish(self, kind: str, raw: RawDelivery, entry: SetAsideMessage) -> None:
-        props = raw.properties
-        headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith("x-scbus-") and k != "x-death"}
-        clean = Properties(
-            content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
-            correlation_id=props.correlation_id, timestamp=props.timestamp, type=props.type,
-            app_id=props.app_id, headers=headers or None,
-        )
-        if kind == DEAD and entry.app_name:
-            out = _Outgoing("", topology.app_queue(entry.app_name), raw.body, clean, None)
-        else:
-            if not entry.type_name:
-                raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
-            out = _Outgoing(topology.type_exchange(entry.type_name), "", raw.body, clean, entry.type_name)
-        await self._send_outgoing(out)
-
-
-def _set_aside_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
-    headers = raw.properties.headers or {}
-    type_name = headers.get(topology.TYPE_HEADER) or raw.properties.type or codec.peek_type(raw.body)
-    app_name = headers.get(topology.APP_HEADER)
-    if kind == UNROUTED:
-        code, reason = UNROUTED, f"no app subscribes to {type_name}"
-    else:
-        code = headers.get(topology.REASON_HEADER)
-        reason = headers.get(topology.ERROR_HEADER)
-        deaths = headers.get("x-death") or []
-        if code is None and deaths:
-            first = deaths[0]
-            code = str(first.get("reason", "dead"))
-            reason = f"dead-lettered by the broker ({code}) from {first.get('queue')}"
-            queue = str(first.get("queue", ""))
-            if queue.startswith("scbus.app."):
-                app_name = queue[len("scbus.app."):]
-        code = code or "dead"
-        reason = reason or "dead-lettered"
-    entry_id = raw.properties.message_id or hashlib.sha1(raw.body).hexdigest()[:16]
-    at = float(raw.properties.timestamp) if raw.properties.timestamp else 0.0
-    return SetAsideMessage(
-        body=raw.body, reason=str(reason), code=str(code), type_name=type_name,
-        app_name=str(app_name) if app_name else None, at=at, id=entry_id,
-    )
-
-
-def _reason(reason: Any) -> str:
-    if isinstance(reason, Failure):
-        return reason.getErrorMessage()
-    return str(reason)

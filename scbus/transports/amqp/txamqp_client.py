@@ -23,7 +23,7 @@ from txamqp.content import Content
 from zope.interface import implementer
 
 from ...errors import ConfigError
-from .client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
+from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 from .txamqp_compat import FixedClient
 
@@ -257,26 +257,19 @@ class TxChannel:
 
 
 @implementer(IAMQPConnection)
-class TxConnection(FixedClient):
+class TxConnection(ConnectionWatch, FixedClient):
     """txAMQP's client, speaking the seam. C{ready} fires after login and connection.open."""
 
     def __init__(self, settings: AMQPSettings, reactor: Any, spec: Any) -> None:
         super().__init__(_Delegate(), settings.vhost, spec, heartbeat=settings.heartbeat, clock=reactor)
         self._settings = settings
-        self.last_received = reactor.seconds()
+        self._watch_start(reactor)
         self.ready: Deferred[None] | None = Deferred()
         self._ids = itertools.count(1)
         self._wrappers: dict[int, TxChannel] = {}
-        self._lost_reason: Exception | None = None
-        self._lost_observers: list[Deferred[Exception]] = []
 
     def connectionMade(self) -> None:
-        no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if no_delay is not None:
-            try:
-                no_delay(True)
-            except OSError:
-                pass
+        self._watch_connected(self.transport)
         super().connectionMade()
         d = self.authenticate(self._settings.username, self._settings.password, mechanism="PLAIN")
 
@@ -297,7 +290,7 @@ class TxConnection(FixedClient):
         return not self.closed and self._lost_reason is None
 
     def dataReceived(self, data: bytes) -> Any:
-        self.last_received = self.clock.seconds()
+        self._watch_received()
         return super().dataReceived(data)
 
     def channel(self, id: int | None = None) -> Deferred[Any]:  # noqa: A002 - txAMQP's name
@@ -335,13 +328,6 @@ class TxConnection(FixedClient):
         if queue is not None:
             queue.close()
 
-    def when_lost(self) -> Deferred[Exception]:
-        if self._lost_reason is not None:
-            return succeed(self._lost_reason)
-        d: Deferred[Exception] = Deferred()
-        self._lost_observers.append(d)
-        return d
-
     def close(self, reason: Any = None, within: Any = None) -> Any:
         if reason is None and within is None:
             # the seam's close: say goodbye properly, give the broker 2 s to answer
@@ -361,10 +347,7 @@ class TxConnection(FixedClient):
             ready, self.ready = self.ready, None
             if ready is not None:
                 ready.errback(error)
-            self._lost_reason = error
-            observers, self._lost_observers = self._lost_observers, []
-            for d in observers:
-                d.callback(error)
+            self._watch_lost(reason)
 
 
 def txamqp_factory(settings: AMQPSettings, reactor: Any, connection_name: str) -> Factory:

@@ -1,0 +1,206 @@
+"""
+The holding areas every bus shares on the broker: ``scbus.unrouted`` (messages no app
+subscribes to) and ``scbus.dead`` (bodies set aside with their reason); each process's
+log of what lands in the first, the report of what the broker sets aside on its own in
+the second, and listing and replaying both from the console.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ... import codec
+from ...errors import TransportError
+from ...message import AppErrorOccurredMessage
+from ..setaside import DEAD, UNROUTED, SetAsideMessage
+from . import topology
+from .client import IAMQPChannel, IAMQPConsumer, Properties, RawDelivery
+
+__all__ = ["HoldingAreas", "SET_ASIDE_LIMIT"]
+
+log = Logger()
+
+#: How many set-aside messages one listing or replay looks through.
+SET_ASIDE_LIMIT = 500
+
+
+class HoldingAreas:
+    """Mixed into AMQPTransport."""
+
+    async def _declare_holding_areas(self, session: Any) -> None:
+        """
+        scbus.unrouted and scbus.dead. They are shared by every app and process, so one
+        that exists is used as it is (whatever its queue type); a missing one is made.
+        """
+        channel = session.topology
+        assert channel is not None
+        qtype = self.settings.queue_type
+        for exchange, queue in (
+            (topology.UNROUTED_EXCHANGE, topology.UNROUTED_QUEUE),
+            (topology.DEAD_EXCHANGE, topology.DEAD_QUEUE),
+            (topology.DEAD_EXCHANGE, topology.DEAD_WATCH_QUEUE),
+        ):
+            await channel.exchange_declare(exchange, "fanout", durable=True)
+            try:
+                await self._count_on_fresh_channel(session, queue)
+            except Exception:
+                await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
+            await channel.queue_bind(queue, exchange)
+
+    async def _start_unrouted_log(self, session: Any) -> None:
+        """Every process logs what lands in scbus.unrouted, from its own transient queue."""
+        channel = await session.connection.channel()
+        name = f"scbus.unrouted.log.{uuid.uuid4().hex[:12]}"
+        await channel.queue_declare(name, durable=False, exclusive=True, auto_delete=True, arguments={"x-max-length": 1000})
+        await channel.queue_bind(name, topology.UNROUTED_EXCHANGE)
+        consumer = await channel.consume(name, exclusive=True)
+        self._log_unrouted(consumer, channel)
+
+    def _log_unrouted(self, consumer: IAMQPConsumer, channel: IAMQPChannel) -> None:
+        def got(raw: RawDelivery) -> None:
+            type_name = raw.properties.type or codec.peek_type(raw.body) or "?"
+            log.warn(
+                "unrouted: no app subscribes to {type} (id {id}); kept in queue {queue} "
+                "(list and replay it from the console)",
+                type=type_name, id=raw.properties.message_id, queue=topology.UNROUTED_QUEUE,
+            )
+            channel.ack(raw.delivery_tag)
+            self._log_unrouted(consumer, channel)
+
+        consumer.get().addCallbacks(got, lambda f: None)
+
+    async def _start_dead_watch(self, session: Any) -> None:
+        channel = await session.connection.channel()
+        await channel.qos(10)
+        consumer = await channel.consume(topology.DEAD_WATCH_QUEUE)
+        self._next_dead(channel, consumer)
+
+    def _next_dead(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        consumer.get().addCallbacks(self._watch_dead, lambda f: None, callbackArgs=(channel, consumer))
+
+    def _watch_dead(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+        """
+        The broker dead-lettered a message on its own (a quorum queue's delivery limit: its
+        consumer died or hung on it every time). Say so, once, as an error message.
+        """
+        self._next_dead(channel, consumer)
+        headers = raw.properties.headers or {}
+        deaths = headers.get("x-death") or []
+        report = None
+        if deaths and topology.REASON_HEADER not in headers:
+            death = deaths[0]
+            queue = str(death.get("queue", ""))
+            app = queue[len("scbus.app."):] if queue.startswith("scbus.app.") else queue
+            reason = str(death.get("reason", "?"))
+            try:
+                envelope = json.loads(raw.body)
+            except ValueError:
+                envelope = None
+            if reason == "delivery_limit":
+                text = (
+                    f"quarantined: delivered more than {self.settings.delivery_limit} times without "
+                    "being acknowledged (its consumer died or hung on it each time); set aside in "
+                    f"{topology.DEAD_QUEUE}, replay it from the console once the cause is fixed"
+                )
+            else:
+                text = f"dead-lettered by the broker ({reason}); set aside in {topology.DEAD_QUEUE}"
+            log.error("{app}: {text} (id {id})", app=app, text=text, id=raw.properties.message_id)
+            report = AppErrorOccurredMessage(
+                app_name=app,
+                message=envelope if isinstance(envelope, dict) else None,
+                error=text,
+                error_type="scbus.Quarantined" if reason == "delivery_limit" else "scbus.DeadLettered",
+                traceback=[],
+                log=[],
+            )
+        if report is None:
+            channel.ack(raw.delivery_tag)
+            return
+        self.send(report).addCallbacks(
+            lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None,
+            lambda f: channel.nack(raw.delivery_tag, requeue=True) if channel.is_open else None,
+        )
+
+    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
+        return Deferred.fromCoroutine(self._browse(kind, None))
+
+    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
+        return Deferred.fromCoroutine(self._browse(kind, entry_id))
+
+    async def _browse(self, kind: str, replay_id: str | None) -> Any:
+        queue = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}.get(kind)
+        if queue is None:
+            raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
+        session = self._session
+        if session is None or not session.ready:
+            raise TransportError("not connected to the broker")
+        channel = await session.connection.channel()
+        entries: list[SetAsideMessage] = []
+        try:
+            for _ in range(SET_ASIDE_LIMIT):
+                raw = await channel.get(queue)
+                if raw is None:
+                    break
+                entry = _set_aside_entry(kind, raw)
+                if replay_id is None:
+                    entries.append(entry)
+                    continue
+                if entry.id != replay_id:
+                    continue
+                await self._republish(kind, raw, entry)
+                channel.ack(raw.delivery_tag)
+                return True
+        finally:
+            if channel.is_open:
+                channel.close()  # whatever was looked at goes back to the queue
+        return entries if replay_id is None else False
+
+    async def _republish(self, kind: str, raw: RawDelivery, entry: SetAsideMessage) -> None:
+        props = raw.properties
+        headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith("x-scbus-") and k != "x-death"}
+        clean = Properties(
+            content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
+            correlation_id=props.correlation_id, timestamp=props.timestamp, type=props.type,
+            app_id=props.app_id, headers=headers or None,
+        )
+        if kind == DEAD and entry.app_name:
+            out = self._outgoing("", topology.app_queue(entry.app_name), raw.body, clean, None)
+        else:
+            if not entry.type_name:
+                raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
+            out = self._outgoing(topology.type_exchange(entry.type_name), "", raw.body, clean, entry.type_name)
+        await self._send_outgoing(out)
+
+
+
+def _set_aside_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
+    headers = raw.properties.headers or {}
+    type_name = headers.get(topology.TYPE_HEADER) or raw.properties.type or codec.peek_type(raw.body)
+    app_name = headers.get(topology.APP_HEADER)
+    if kind == UNROUTED:
+        code, reason = UNROUTED, f"no app subscribes to {type_name}"
+    else:
+        code = headers.get(topology.REASON_HEADER)
+        reason = headers.get(topology.ERROR_HEADER)
+        deaths = headers.get("x-death") or []
+        if code is None and deaths:
+            first = deaths[0]
+            code = str(first.get("reason", "dead"))
+            reason = f"dead-lettered by the broker ({code}) from {first.get('queue')}"
+            queue = str(first.get("queue", ""))
+            if queue.startswith("scbus.app."):
+                app_name = queue[len("scbus.app."):]
+        code = code or "dead"
+        reason = reason or "dead-lettered"
+    entry_id = raw.properties.message_id or hashlib.sha1(raw.body).hexdigest()[:16]
+    at = float(raw.properties.timestamp) if raw.properties.timestamp else 0.0
+    return SetAsideMessage(
+        body=raw.body, reason=str(reason), code=str(code), type_name=type_name,
+        app_name=str(app_name) if app_name else None, at=at, id=entry_id,
+    )
