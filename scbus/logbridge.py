@@ -5,6 +5,7 @@ Route stdlib C{logging} (apps, pika) into C{twisted.logger}, so one log holds ev
 from __future__ import annotations
 
 import logging
+import traceback
 
 from twisted.logger import Logger, LogLevel
 
@@ -38,8 +39,6 @@ class StdlibToTwisted(logging.Handler):
             text = f"{record.msg!r} (unformattable: {e})"
         kwargs = {FROM_STDLIB: True}
         if record.exc_info and record.exc_info[1] is not None:
-            import traceback
-
             text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
         Logger(namespace=record.name).emit(
             _twisted_level(record.levelno), "{scbus_text}", scbus_text=text, **kwargs
