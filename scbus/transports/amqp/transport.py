@@ -637,8 +637,8 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         if session is None or not session.alive:
             return
         if intervals > 1:
-            # The reactor itself was blocked: data may be waiting unread. Look next time.
-            session.connection.last_received = self._reactor.seconds()
+            # The reactor itself was late: data may be waiting unread. Look next round,
+            # after it had a chance to read.
             return
         silent = self._reactor.seconds() - getattr(session.connection, "last_received", self._reactor.seconds())
         limit = 1.5 * self.settings.heartbeat
