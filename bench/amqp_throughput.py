@@ -43,6 +43,8 @@ from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
 from scbus.transports.amqp import topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: CPU seconds per message of the last loop run (this process only; the broker is apart).
+CPU: list[float] = []
 
 
 class BenchIn(Message, wire_name="bench.In"):
@@ -117,11 +119,13 @@ async def raw_loop_txamqp(url, n, prefetch):
     def on_message(raw):
         if state["first"] is None:
             state["first"] = time.perf_counter()
+            state["cpu"] = time.process_time()
 
         def confirmed(_):
             ch_in.ack(raw.delivery_tag)
             state["count"] += 1
             if state["count"] == n:
+                CPU.append((time.process_time() - state["cpu"]) / n)
                 done.callback(time.perf_counter())
 
         ch_out.publish("bench.raw.out", "", raw.body, out_props).addCallback(confirmed)
@@ -150,6 +154,7 @@ async def raw_loop(url, n, prefetch, with_json):
         channel, method, _props, body = item
         if state["first"] is None:
             state["first"] = time.perf_counter()
+            state["cpu"] = time.process_time()
         if with_json:
             data = json.loads(body)
             body = json.dumps({**data, "type": "bench.Out", "id": data["id"][::-1]}).encode()
@@ -158,6 +163,7 @@ async def raw_loop(url, n, prefetch, with_json):
             channel.basic_ack(method.delivery_tag)
             state["count"] += 1
             if state["count"] == n:
+                CPU.append((time.process_time() - state["cpu"]) / n)
                 done.callback(time.perf_counter())
 
         ch_out.basic_publish("bench.raw.out", "", body, out_props).addCallback(confirmed)
@@ -200,6 +206,7 @@ async def bus_loop(url, n, prefetch, client="pika"):
     def handle(msg):
         if state["first"] is None:
             state["first"] = time.perf_counter()
+            state["cpu"] = time.process_time()
         return BenchOut(n=msg.n)
 
     subs = {BenchIn: handle}
@@ -210,6 +217,7 @@ async def bus_loop(url, n, prefetch, client="pika"):
     while runner.acked < n:
         await task.deferLater(reactor, 0.005, lambda: None)
     end = time.perf_counter()
+    CPU.append((time.process_time() - state["cpu"]) / n)
     await bus.stopService()
     await transport.stopService()
     return n / (end - state["first"])
@@ -318,18 +326,25 @@ async def main(args):
         url = node.url
     try:
         figures = {"raw": [], "raw+json": [], "bus": [], "raw txamqp": [], "bus txamqp": []}
+        cpu = {k: [] for k in figures}
+        loops = {
+            "raw": lambda: raw_loop(url, args.messages, args.prefetch, False),
+            "raw+json": lambda: raw_loop(url, args.messages, args.prefetch, True),
+            "bus": lambda: bus_loop(url, args.messages, args.prefetch),
+            "raw txamqp": lambda: raw_loop_txamqp(url, args.messages, args.prefetch),
+            "bus txamqp": lambda: bus_loop(url, args.messages, args.prefetch, "txamqp"),
+        }
         for _ in range(args.repeat):
-            figures["raw"].append(await raw_loop(url, args.messages, args.prefetch, False))
-            figures["raw+json"].append(await raw_loop(url, args.messages, args.prefetch, True))
-            figures["bus"].append(await bus_loop(url, args.messages, args.prefetch))
-            figures["raw txamqp"].append(await raw_loop_txamqp(url, args.messages, args.prefetch))
-            figures["bus txamqp"].append(await bus_loop(url, args.messages, args.prefetch, "txamqp"))
+            for name, loop in loops.items():
+                figures[name].append(await loop())
+                cpu[name].append(CPU[-1])
         best = {k: max(v) for k, v in figures.items()}
         results["throughput"] = {
             "messages": args.messages,
             "prefetch": args.prefetch,
             "msgs_per_s": {k: round(v) for k, v in best.items()},
             "all_runs": {k: [round(x) for x in v] for k, v in figures.items()},
+            "client_cpu_us_per_msg": {k: round(min(v) * 1e6, 1) for k, v in cpu.items()},
             "bus_vs_raw": round(best["bus"] / best["raw"], 3),
             "bus_vs_raw_json": round(best["bus"] / best["raw+json"], 3),
             "bus_txamqp_vs_raw_txamqp": round(best["bus txamqp"] / best["raw txamqp"], 3),
