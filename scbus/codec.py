@@ -25,6 +25,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def encode(message: Message) -> bytes:
     """The message as UTF-8 JSON bytes; L{EncodeError} if a value cannot travel."""
     try:
@@ -39,11 +42,11 @@ def _load(body: bytes, max_size: int | None) -> Any:
     if max_size is not None and len(body) > max_size:
         raise MessageTooLarge(f"body of {len(body)} bytes exceeds the limit of {max_size}")
     try:
-        text = bytes(body).decode("utf-8")
+        text = (body if isinstance(body, bytes) else bytes(body)).decode("utf-8")
     except UnicodeDecodeError as e:
         raise MalformedMessage(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _decoder.decode(text)
     except json.JSONDecodeError as e:
         raise MalformedMessage(
             f"body is not JSON: {e.msg} at line {e.lineno} column {e.colno}"

@@ -370,9 +370,12 @@ class MainMessageBus(Service):
         report.correlation_id = message.correlation_id
         return self.transport.send(report)
 
-    def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any]:
+    def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any] | None:
         app.acked += 1
-        return delivery.ack().addErrback(self._ack_failed, app, delivery)
+        d = delivery.ack()
+        if d.called and not isinstance(d.result, Failure):
+            return None  # taken at once: nothing to chain
+        return d.addErrback(self._ack_failed, app, delivery)
 
     def _ack_failed(self, failure: Failure, app: _App, delivery: IDelivery) -> None:
         app.acked -= 1

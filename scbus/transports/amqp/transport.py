@@ -568,29 +568,30 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         state = session.exchanges.get(name)
         if state is True:
             return succeed(None)
-        if state is None:
-            assert session.topology is not None
-            waiting: list[Deferred[None]] = []
-            session.exchanges[name] = waiting
-            declared = session.topology.exchange_declare(
-                name, "fanout", durable=True, arguments=topology.exchange_arguments()
-            )
-
-            def done(result: Any) -> None:
-                if isinstance(result, Failure):
-                    session.exchanges.pop(name, None)
-                    error = _DeclareFailed(f"cannot declare exchange {name}: {result.getErrorMessage()}")
-                    for w in waiting:
-                        w.errback(error)
-                else:
-                    session.exchanges[name] = True
-                    for w in waiting:
-                        w.callback(None)
-
-            declared.addBoth(done)
-            state = waiting
         mine: Deferred[None] = Deferred()
-        state.append(mine)
+        if state is not None:
+            state.append(mine)
+            return mine
+        assert session.topology is not None
+        waiting: list[Deferred[None]] = [mine]
+        session.exchanges[name] = waiting
+        declared = session.topology.exchange_declare(
+            name, "fanout", durable=True, arguments=topology.exchange_arguments()
+        )
+
+        def done(result: Any) -> None:
+            # (may run at once, for a client that answers synchronously)
+            if isinstance(result, Failure):
+                session.exchanges.pop(name, None)
+                error = _DeclareFailed(f"cannot declare exchange {name}: {result.getErrorMessage()}")
+                for w in waiting:
+                    w.errback(error)
+            else:
+                session.exchanges[name] = True
+                for w in waiting:
+                    w.callback(None)
+
+        declared.addBoth(done)
         return mine
 
     def _dispatch(self, session: _Session, out: _Outgoing) -> None:
