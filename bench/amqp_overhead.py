@@ -1,0 +1,72 @@
+"""
+The AMQP transport's own CPU per message, with no broker: the bus over AMQPTransport with
+an in-memory client seam that confirms at once (the fake from the unit tests). What is
+left over the raw client loop in bench/amqp_throughput.py is roughly this.
+
+    python -m bench.amqp_overhead [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scbus import codec  # noqa: E402
+from scbus.appbus import ApplicationMessageBus  # noqa: E402
+from scbus.mainbus import MainMessageBus  # noqa: E402
+from scbus.transports.amqp import AMQPTransport, parse_amqp_settings  # noqa: E402
+from scbus.transports.amqp.client import Properties, RawDelivery  # noqa: E402
+from tests.unit.test_amqp_transport_unit import FakeConnection, Order, Shipped  # noqa: E402
+
+
+def run(messages: int) -> float:
+    clock = Clock()
+    transport = AMQPTransport(parse_amqp_settings({"url": "amqp://bench"}), clock)
+    transport.running = True
+    connection = FakeConnection()
+    connection.log = _NullLog()
+    Deferred.fromCoroutine(transport._open_session(connection))
+    bus = MainMessageBus("bench", transport, reactor=clock)
+    subs = {Order: lambda m: Shipped(n=m.n)}
+    bus.add_app("shop", ApplicationMessageBus("shop", subs, reactor=clock), subs)
+    bus.startService()
+    clock.advance(0)
+    app = transport._apps["shop"]
+    props = Properties(content_type="application/json", type=Order.wire_name)
+    raws = [
+        RawDelivery(app.channel, i + 1, False, "", "", props, codec.encode(Order(n=i)))
+        for i in range(messages)
+    ]
+    start = time.process_time()
+    for raw in raws:
+        app.channel.deliveries.put(raw)
+        clock.advance(0)
+    elapsed = time.process_time() - start
+    assert bus._apps["shop"].acked == messages
+    return elapsed / messages
+
+
+class _NullLog(list):
+    def append(self, item):  # the fake records calls; the benchmark does not need them
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    best = min(run(args.messages) for _ in range(args.repeat))
+    print(f"scbus CPU per message over the AMQP seam (no broker): {best * 1e6:.1f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
