@@ -13,32 +13,20 @@ import os
 import sys
 import time
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scbus import codec  # noqa: E402
-from scbus.appbus import ApplicationMessageBus  # noqa: E402
-from scbus.mainbus import MainMessageBus  # noqa: E402
-from scbus.transports.amqp import AMQPTransport, parse_amqp_settings  # noqa: E402
 from scbus.transports.amqp.client import Properties, RawDelivery  # noqa: E402
-from tests.unit.test_amqp_transport_unit import FakeConnection, Order, Shipped  # noqa: E402
+from tests.unit.test_amqp_transport_unit import FakeConnection, Order, fake_bus  # noqa: E402
 
 
 def run(messages: int) -> float:
     clock = Clock()
-    transport = AMQPTransport(parse_amqp_settings({"url": "amqp://bench"}), clock)
-    transport.running = True
     connection = FakeConnection()
     connection.log = _NullLog()
-    Deferred.fromCoroutine(transport._open_session(connection))
-    bus = MainMessageBus("bench", transport, reactor=clock)
-    subs = {Order: lambda m: Shipped(n=m.n)}
-    bus.add_app("shop", ApplicationMessageBus("shop", subs, reactor=clock), subs)
-    bus.startService()
-    clock.advance(0)
-    app = transport._apps["shop"]
+    bus, app = fake_bus(clock, connection)
     props = Properties(content_type="application/json", type=Order.wire_name)
     raws = [
         RawDelivery(app.channel, i + 1, False, "", "", props, codec.encode(Order(n=i)))

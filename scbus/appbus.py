@@ -264,26 +264,29 @@ class ApplicationMessageBus:
         which never fails: an error becomes an L{AppErrorOccurredMessage} in the list.
         """
         result = self.handle_now(message)
-        return result if isinstance(result, Deferred) else succeed(result)
-
-    def handle_now(
-        self, message: Message, received_at: float | None = None
-    ) -> list[Message] | Deferred[list[Message]]:
-        """
-        L{handle}, answering the list itself when the handler finished synchronously.
-        C{received_at} (when the transport handed the message over) splits a heartbeat's
-        delay into time in the queue and time waiting here.
-        """
-        handler = self.handler_for(type(message))
-        if handler is None:
-            if isinstance(message, HeartbeatMessage):
-                return self._answer_heartbeat(message, received_at)
+        if result is None:
             log.error(
                 "{app}: no handler for {type}; delivered by mistake, dropped",
                 app=self.name,
                 type=message.wire_name,
             )
-            return []
+            return succeed([])
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def handle_now(
+        self, message: Message, received_at: float | None = None
+    ) -> list[Message] | Deferred[list[Message]] | None:
+        """
+        L{handle}, answering the list itself when the handler finished synchronously, and
+        None when the app takes no message of this type. C{received_at} (when the
+        transport handed the message over) splits a heartbeat's delay into time in the
+        queue and time waiting here.
+        """
+        handler = self.handler_for(type(message))
+        if handler is None:
+            if isinstance(message, HeartbeatMessage):
+                return self._answer_heartbeat(message, received_at)
+            return None
         return self._run(handler, (message,), message, None)
 
     def idle(self, interval: timedelta) -> Deferred[list[Message]]:

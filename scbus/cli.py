@@ -58,7 +58,6 @@ def _check_config(args: argparse.Namespace) -> int:
 def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
     from .config import load_config
     from .control_client import BrokerUnreachable, ControlClient
-    from .transports.amqp.settings import parse_amqp_settings
 
     try:
         config = load_config(args.config)
@@ -68,12 +67,11 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
                 "status and ping need the amqp transport; a local bus has no control path "
                 "outside its process (use status() in its console)",
             )
-        settings = parse_amqp_settings(config.transport.options, config.source)
     except ConfigError as e:
         print(f"scbus: {e}", file=sys.stderr)
         return 2
     try:
-        return config, ControlClient(settings)
+        return config, ControlClient(config.transport.amqp)
     except BrokerUnreachable as e:
         print(f"scbus: cannot reach the broker: {e}", file=sys.stderr)
         return 3

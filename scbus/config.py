@@ -50,6 +50,8 @@ class TransportConfig:
     max_message_size: int = 1024 * 1024
     #: Keys only some transports read (the AMQP URL, prefetch, ...), checked by them.
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The AMQP transport's checked settings, when type is "amqp".
+    amqp: Any = None
 
 
 @dataclasses.dataclass
@@ -257,6 +259,10 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
     common = _section(source, "transport", transport_raw, _TRANSPORT_COMMON, open_keys=True)
     transport = TransportConfig(**common)
     transport.options = {k: v for k, v in transport_raw.items() if k not in _TRANSPORT_COMMON}
+    if transport.type == "amqp":
+        from .transports.amqp.settings import parse_amqp_settings
+
+        transport.amqp = parse_amqp_settings(transport.options, source, transport.max_message_size)
     if transport.type == "local" and transport.options:
         key = sorted(transport.options)[0]
         raise ConfigError(

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .config import ConsoleConfig
-from .control import assess, render
+from .control import ago, assess, render, table
 from .errors import ConfigError
 from .mainbus import AppStatus, MainMessageBus
 from .message import HeartbeatMessage, Message, registered_types
@@ -150,12 +150,6 @@ def _settled(d: Deferred[Any]) -> Any:
     return d
 
 
-def _ago(moment: float | None, now: float) -> str:
-    if moment is None:
-        return "never"
-    return f"{max(0.0, now - moment):.1f}s ago"
-
-
 class StatusTable(list):
     """A list of L{AppStatus} that prints as a table in the console."""
 
@@ -172,13 +166,11 @@ class StatusTable(list):
                     f"{s.in_flight}/{s.max_in_flight}",
                     "?" if s.queued is None else str(s.queued),
                     str(s.redelivered),
-                    _ago(s.last_handled_at, now),
+                    ago(s.last_handled_at, now),
                     "yes" if s.paused else "no",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join(lines)
+        return "\n".join(table(rows))
 
 
 class HealthView:

@@ -138,13 +138,13 @@ def assess(
     return Health(answers, problems, dict(consumers), dict(queued or {}))
 
 
-def _ago(moment: float | None, now: float) -> str:
+def ago(moment: float | None, now: float) -> str:
     if moment is None:
         return "never"
-    return f"{max(0.0, now - moment):.1f}s ago"
+    return f"{max(0.0, now - moment):.1f}s ago"  # for status tables
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
@@ -157,7 +157,7 @@ def render(health: Health, now: float | None = None) -> str:
     for a in sorted(health.answers, key=lambda a: a["process"]):
         uptime = "?" if a.get("uptime") is None else f"{a['uptime']:.0f}s"
         processes.append((a["process"], str(a.get("version", "?")), uptime, ",".join(a.get("apps", []))))
-    lines += _table(processes) if len(processes) > 1 else ["(no process answered)"]
+    lines += table(processes) if len(processes) > 1 else ["(no process answered)"]
     apps = [("app", "process", "queued", "in flight", "handled", "errors", "redelivered",
              "last handled", "oldest in flight", "heartbeat lag", "paused")]
     for a in sorted(health.answers, key=lambda a: a["process"]):
@@ -169,13 +169,13 @@ def render(health: Health, now: float | None = None) -> str:
                 "?" if s.get("queued") is None else str(s["queued"]),
                 f"{s['in_flight']}/{s['max_in_flight']}",
                 str(s["handled"]), str(s["errors"]), str(s.get("redelivered", 0)),
-                _ago(s.get("last_handled_at"), now),
+                ago(s.get("last_handled_at"), now),
                 "-" if oldest is None else f"{oldest:.1f}s",
                 "-" if lag is None else f"{lag:.3f}s",
                 "yes" if s.get("paused") else "no",
             ))
     if len(apps) > 1:
-        lines += [""] + _table(apps)
+        lines += [""] + table(apps)
     if health.consumers:
         lines += [""] + [
             f"queue of {app}: {health.queued.get(app, '?')} ready, {count} consumer(s)"

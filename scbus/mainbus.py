@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from .appbus import ApplicationMessageBus, Subscriptions
 from .errors import EncodeError
 from .interfaces import IDelivery, ITransport
-from .message import AppErrorOccurredMessage, HeartbeatMessage, Message
+from .message import AppErrorOccurredMessage, Message
 
 __all__ = ["MainMessageBus", "AppStatus"]
 
@@ -300,21 +300,12 @@ class MainMessageBus(Service):
             return
         if delivery.redelivered:
             app.redelivered += 1
-        message = delivery.message
-        if app.bus.handler_for(type(message)) is None and not isinstance(message, HeartbeatMessage):
-            # It decoded, but as a type this app does not take (published under another
-            # type's name): set it aside rather than acknowledge it unhandled.
-            app.rejected += 1
-            reason = (
-                f"{app.name} has no handler for {message.wire_name}; the body's type does not "
-                "match the type it was published as"
-            )
-            log.error("{app}: {reason}", app=app.name, reason=reason)
-            delivery.reject("unexpected-type", reason).addErrback(lambda f: None)
-            self._pump(app)
-            return
         app.in_flight[delivery] = self._reactor.seconds()
         result = app.bus.handle_now(delivery.message, delivery.received_at)
+        if result is None:
+            app.in_flight.pop(delivery)
+            self._reject_unexpected(app, delivery)
+            return
         if isinstance(result, Deferred):
             d = result.addCallback(self._send_results, app, delivery)
         else:
@@ -327,6 +318,18 @@ class MainMessageBus(Service):
             self._ack, self._not_sent, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
         )
         d.addBoth(self._finished, app, delivery)
+
+    def _reject_unexpected(self, app: _App, delivery: IDelivery) -> None:
+        # It decoded, but as a type this app does not take (published under another
+        # type's name): set it aside rather than acknowledge it unhandled.
+        app.rejected += 1
+        reason = (
+            f"{app.name} has no handler for {delivery.message.wire_name}; the body's type "
+            "does not match the type it was published as"
+        )
+        log.error("{app}: {reason}", app=app.name, reason=reason)
+        delivery.reject("unexpected-type", reason).addErrback(lambda f: None)
+        self._pump(app)
 
     # --- sending and settling ---------------------------------------------------------------
 

@@ -33,10 +33,6 @@ class Options(usage.Options):
             raise usage.UsageError("--config=FILE is required")
         try:
             config = load_config(self["config"])
-            if config.transport.type == "amqp":
-                from .transports.amqp import parse_amqp_settings
-
-                parse_amqp_settings(config.transport.options, config.source)
             subscriptions = {
                 name: build_subscriptions(config, app)
                 for name, app in config.apps.items()
@@ -57,11 +53,9 @@ def make_transport(config: Config, reactor: Any = None) -> Any:
 
         return LocalTransport(reactor, max_message_size=config.transport.max_message_size)
     if config.transport.type == "amqp":
-        from .transports.amqp import AMQPTransport, parse_amqp_settings
+        from .transports.amqp import AMQPTransport
 
-        settings = parse_amqp_settings(
-            config.transport.options, config.source, config.transport.max_message_size
-        )
+        settings = config.transport.amqp
         settings.app_prefetch = {name: app.max_in_flight for name, app in config.apps.items()}
         return AMQPTransport(settings, reactor, bus_name=config.bus.name)
     raise ConfigError(config.source, "transport.type", f"unknown transport {config.transport.type!r}")

@@ -342,7 +342,6 @@ class LocalTransport(Service):
     def _set_aside_dead(
         self, body: bytes, code: str, reason: str, type_name: str | None, app_name: str | None
     ) -> None:
-        error = reason
         entry = SetAsideMessage(
             body=body, reason=reason, code=code, type_name=type_name, app_name=app_name
         )
@@ -351,6 +350,6 @@ class LocalTransport(Service):
             "dead-lettered {id}{where}: {reason}",
             id=entry.id,
             where=f" from {app_name}" if app_name else "",
-            reason=error,
+            reason=reason,
         )
 

@@ -100,11 +100,10 @@ class FakeConnection:
         return Deferred()
 
 
-def test_a_synchronous_client_sets_up_delivers_publishes_and_acks_in_order():
-    clock = Clock()
+def fake_bus(clock, connection):
+    """A main bus with one app (Order -> Shipped) over AMQPTransport on C{connection}."""
     transport = AMQPTransport(parse_amqp_settings({"url": "amqp://unit"}), clock)
     transport.running = True
-    connection = FakeConnection()
     opened = Deferred.fromCoroutine(transport._open_session(connection))
     assert opened.called and transport.connected
     bus = MainMessageBus("unit", transport, reactor=clock)
@@ -112,7 +111,13 @@ def test_a_synchronous_client_sets_up_delivers_publishes_and_acks_in_order():
     bus.add_app("shop", ApplicationMessageBus("shop", subs, reactor=clock), subs)
     bus.startService()
     clock.advance(0)
-    app = transport._apps["shop"]
+    return bus, transport._apps["shop"]
+
+
+def test_a_synchronous_client_sets_up_delivers_publishes_and_acks_in_order():
+    clock = Clock()
+    connection = FakeConnection()
+    bus, app = fake_bus(clock, connection)
     assert app.consumer is not None, "set-up must finish although the client answered at once"
     assert ("bind", "scbus.app.shop", "scbus.type.unit.amqp.Order") in connection.log
     for tag in (1, 2, 3):

@@ -17,6 +17,7 @@ __all__ = [
     "reason_text",
     "ConnectionWatch",
     "Properties",
+    "persistent_copy",
     "RawDelivery",
     "IAMQPConnection",
     "IAMQPChannel",
@@ -47,6 +48,20 @@ class Properties:
     app_id: str | None = None
     reply_to: str | None = None
     headers: dict[str, Any] | None = None
+
+
+def persistent_copy(props: Any, headers: dict[str, Any] | None) -> Properties:
+    """Received properties (ours or a client's), persistent, with other headers."""
+    return Properties(
+        content_type=props.content_type,
+        delivery_mode=2,
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        timestamp=props.timestamp,
+        type=props.type,
+        app_id=props.app_id,
+        headers=headers or None,
+    )
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from ...errors import TransportError
 from ...message import AppErrorOccurredMessage
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
-from .client import IAMQPChannel, IAMQPConsumer, Properties, RawDelivery
+from .client import IAMQPChannel, IAMQPConsumer, RawDelivery, persistent_copy
 
 __all__ = ["HoldingAreas", "SET_ASIDE_LIMIT"]
 
@@ -164,11 +164,7 @@ class HoldingAreas:
     async def _republish(self, kind: str, raw: RawDelivery, entry: SetAsideMessage) -> None:
         props = raw.properties
         headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith("x-scbus-") and k != "x-death"}
-        clean = Properties(
-            content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
-            correlation_id=props.correlation_id, timestamp=props.timestamp, type=props.type,
-            app_id=props.app_id, headers=headers or None,
-        )
+        clean = persistent_copy(props, headers)
         if kind == DEAD and entry.app_name:
             out = self._outgoing("", topology.app_queue(entry.app_name), raw.body, clean, None)
         else:

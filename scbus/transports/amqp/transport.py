@@ -38,7 +38,7 @@ from .connector import Reconnector
 from .control_plane import ControlPlane
 from .endpoints import broker_endpoint
 from .holding import HoldingAreas
-from .client import reason_text, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
+from .client import persistent_copy, reason_text, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 
 __all__ = ["AMQPTransport", "AMQPDelivery"]
@@ -486,16 +486,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         })
         if type_name:
             headers[topology.TYPE_HEADER] = type_name
-        props = Properties(
-            content_type=raw.properties.content_type,
-            delivery_mode=2,
-            message_id=raw.properties.message_id,
-            correlation_id=raw.properties.correlation_id,
-            timestamp=raw.properties.timestamp,
-            type=raw.properties.type,
-            headers=headers,
-        )
-        out = _Outgoing("", topology.DEAD_QUEUE, raw.body, props, None)
+        out = _Outgoing("", topology.DEAD_QUEUE, raw.body, persistent_copy(raw.properties, headers), None)
         self._send_outgoing(out)
 
         def copied(_: Any) -> None:
