@@ -40,19 +40,23 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from .config import build_subscriptions, load_config
+    from .config import load_and_build
 
     try:
-        config = load_config(args.file)
-        for app in config.apps.values():
-            if app.enabled:
-                build_subscriptions(config, app)
+        loaded = load_and_build(args.file)
     except ConfigError as e:
-        print(f"scbus: {e}", file=sys.stderr)
+        _print_problems(e)
         return 2
-    enabled = [name for name, app in config.apps.items() if app.enabled]
+    for warning in loaded.warnings:
+        print(f"scbus: warning: {warning}", file=sys.stderr)
+    enabled = list(loaded.subscriptions)
     print(f"{args.file}: ok ({len(enabled)} app(s): {', '.join(enabled)})")
     return 0
+
+
+def _print_problems(error: ConfigError) -> None:
+    for line in error.lines():
+        print(f"scbus: {line}", file=sys.stderr)
 
 
 def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
@@ -68,7 +72,7 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
                 "outside its process (use status() in its console)",
             )
     except ConfigError as e:
-        print(f"scbus: {e}", file=sys.stderr)
+        _print_problems(e)
         return 2
     try:
         return config, ControlClient(config.transport.amqp)

@@ -1,23 +1,30 @@
 """
 Loading and checking the TOML configuration.
 
-Everything wrong with a file is reported as one L{ConfigError} line naming the file, the
-key and the problem, before anything starts. See docs/config.md for every key.
+Every key has one check in a table below (key -> check); every problem in a file is
+reported in one run, one line each, naming the file, the key and the problem, before
+anything starts. L{load_and_build} is the one path both C{twistd} and
+C{scbus check-config} take, so they give the same verdict. See docs/config.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
+import inspect
 import ipaddress
+import math
 import os
+import stat
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from .appbus import ApplicationMessageBus, check_subscriptions
-from .errors import ConfigError, InvalidSubscriptions
+from .errors import ConfigError, ConfigProblems, InvalidSubscriptions
 from .passwords import is_password_hash
 
 __all__ = [
@@ -26,7 +33,9 @@ __all__ = [
     "TransportConfig",
     "ConsoleConfig",
     "AppConfig",
+    "Loaded",
     "load_config",
+    "load_and_build",
     "parse_config",
     "load_builder",
     "build_subscriptions",
@@ -35,6 +44,8 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 TRANSPORTS = ("local", "amqp")
+QUEUE_TYPES = ("classic", "quorum")
+AMQP_CLIENTS = ("pika", "txamqp")
 
 
 @dataclasses.dataclass
@@ -94,13 +105,15 @@ class Config:
     console: ConsoleConfig
     root: dict[str, Any]
     apps: dict[str, AppConfig]
+    #: Problems that do not stop the bus (a console that will not start, ...).
+    warnings: list[ConfigError] = dataclasses.field(default_factory=list)
 
     @property
     def base_dir(self) -> str:
         return os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
 
 
-# --- small checkers ---------------------------------------------------------------------
+# --- checks of single values ------------------------------------------------------------
 
 Check = Callable[[Any], Any]
 
@@ -121,36 +134,50 @@ def _nonempty_str(value: Any) -> str:
     return value
 
 
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise _Bad(f"must be a non-empty list of strings, got {_shown(value)}")
+    for item in value:
+        _str(item)
+    return value
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _Bad(f"must be true or false, got {_shown(value)}")
     return value
 
 
-def _int_at_least(low: int) -> Check:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad(f"must be an integer, got {_shown(value)}")
+def _number(low: float, high: float, *, integer: bool = False, what: str = "a number") -> Check:
+    """A finite number from C{low} to C{high}: every number in the config is bounded."""
+    kind = "an integer" if integer else what
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise _Bad(f"must be {kind}, got {_shown(value)}")
+        if not math.isfinite(value):
+            raise _Bad(f"must be a finite number (range {low} to {high}), got {value}")
         if value < low:
-            raise _Bad(f"must be at least {low}, got {value}")
-        return value
+            raise _Bad(f"must be at least {low} (range {low} to {high}), got {value}")
+        if value > high:
+            raise _Bad(f"must be at most {high} (range {low} to {high}), got {value}")
+        return value if integer else float(value)
 
     return check
 
 
+def _integer(low: int, high: int) -> Check:
+    return _number(low, high, integer=True)
+
+
+def _seconds(low: float, high: float) -> Check:
+    return _number(low, high, what="a number of seconds")
+
+
 def _port(value: Any) -> int:
-    _int_at_least(0)(value)
-    if value > 65535:
-        raise _Bad(f"must be a TCP port (0-65535), got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise _Bad(f"must be a TCP port (0-65535), got {_shown(value)}")
     return value
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"must be a number of seconds, got {_shown(value)}")
-    if value < 0:
-        raise _Bad(f"must not be negative, got {value}")
-    return float(value)
 
 
 def _one_of(options: tuple[str, ...]) -> Check:
@@ -184,30 +211,44 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-def _section(
-    source: str, prefix: str, table: Any, schema: Mapping[str, Check], *, open_keys: bool = False
-) -> dict[str, Any]:
-    """Check C{table} against C{schema}; unknown keys are errors unless C{open_keys}."""
-    if not isinstance(table, dict):
-        raise ConfigError(source, prefix, f"must be a table, got {_shown(table)}")
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        check = schema.get(key)
-        if check is None:
-            if open_keys:
-                continue
-            known = ", ".join(sorted(schema))
-            raise ConfigError(source, f"{prefix}.{key}", f"unknown key (known keys: {known})")
-        try:
-            out[key] = check(value)
-        except _Bad as e:
-            raise ConfigError(source, f"{prefix}.{key}", str(e)) from None
-    return out
+# --- the keys: one table per section, key -> check (docs/config.md lists the ranges) ------
 
+#: Longest a delivery may be held by retries (half RabbitMQ's default consumer_timeout).
+MAX_HOLD_SECONDS = 900
 
-_BUS = {"name": _nonempty_str, "log_level": _one_of(LOG_LEVELS), "grace_period": _seconds}
-_TRANSPORT_COMMON = {"type": _one_of(TRANSPORTS), "max_message_size": _int_at_least(1)}
-_CONSOLE = {
+BUS_KEYS: dict[str, Check] = {
+    "name": _nonempty_str,
+    "log_level": _one_of(LOG_LEVELS),
+    "grace_period": _seconds(0, 3600),
+}
+#: Keys every transport reads.
+TRANSPORT_KEYS: dict[str, Check] = {
+    "type": _one_of(TRANSPORTS),
+    "max_message_size": _integer(1, 128 * 1024 * 1024),
+}
+#: Keys only the amqp transport reads (scbus/transports/amqp/settings.py turns them into
+#: its settings).
+AMQP_KEYS: dict[str, Check] = {
+    "url": _str,
+    "urls": _str_list,
+    "client": _one_of(AMQP_CLIENTS),
+    "queue_type": _one_of(QUEUE_TYPES),
+    "delivery_limit": _integer(1, 1000),
+    "prefetch": _integer(1, 10_000),
+    "heartbeat": _integer(0, 3600),
+    "send_buffer": _integer(1, 1_000_000),
+    "confirm_timeout": _seconds(0.1, 3600),
+    "connect_timeout": _seconds(0.1, 600),
+    "reconnect_max_delay": _seconds(0.1, 3600),
+    "vhost": _str,
+    "username": _str,
+    "password_env": _nonempty_str,
+    "ca_file": _nonempty_str,
+    "cert_file": _nonempty_str,
+    "key_file": _nonempty_str,
+    "txamqp_spec": _nonempty_str,
+}
+CONSOLE_KEYS: dict[str, Check] = {
     "telnet_port": _port,
     "ssh_port": _port,
     "interface": _address,
@@ -217,100 +258,205 @@ _CONSOLE = {
     "ssh_host_key": _nonempty_str,
     "ssh_authorized_keys": _nonempty_str,
 }
-_APP = {
+APP_KEYS: dict[str, Check] = {
     "builder": _nonempty_str,
     "enabled": _bool,
-    "threads": _int_at_least(0),
-    "max_in_flight": _int_at_least(1),
-    "expected_processes": _int_at_least(0),
-    "retries": _int_at_least(0),
-    "retry_delay": _seconds,
-    "retry_max_delay": _seconds,
-    "time_limit": _seconds,
+    "threads": _integer(0, 256),
+    "max_in_flight": _integer(1, 10_000),
+    "expected_processes": _integer(0, 1000),
+    "retries": _integer(0, 100),
+    "retry_delay": _seconds(0, MAX_HOLD_SECONDS),
+    "retry_max_delay": _seconds(0, MAX_HOLD_SECONDS),
+    "time_limit": _seconds(0.01, MAX_HOLD_SECONDS),
     "config": _table,
 }
-_TOP = ("bus", "transport", "console", "root", "apps")
+TABLES = ("bus", "transport", "console", "root", "apps")
+
+
+class _Problems:
+    """Every problem found in one file, so one run reports them all."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[ConfigError] = []
+        self.warnings: list[ConfigError] = []
+
+    def add(self, key: str | None, problem: str) -> None:
+        self.errors.append(ConfigError(self.source, key, problem))
+
+    def warn(self, key: str | None, problem: str) -> None:
+        self.warnings.append(ConfigError(self.source, key, problem))
+
+    def absorb(self, error: ConfigError) -> None:
+        self.errors.extend(error.problems if isinstance(error, ConfigProblems) else [error])
+
+    def count(self) -> int:
+        return len(self.errors)
+
+    def raise_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigProblems(self.errors)
+
+
+def _unknown(key: str, known: Any) -> str:
+    guess = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    return f"unknown key; {hint}(known keys: {', '.join(sorted(known))})"
+
+
+def _section(
+    problems: _Problems, prefix: str, table: Any, schema: Mapping[str, Check]
+) -> dict[str, Any]:
+    """The keys of C{table} that pass their check; each other key is one problem."""
+    if not isinstance(table, dict):
+        problems.add(prefix, f"must be a table, got {_shown(table)}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        check = schema.get(key)
+        if check is None:
+            problems.add(f"{prefix}.{key}", _unknown(key, schema))
+            continue
+        try:
+            out[key] = check(value)
+        except _Bad as e:
+            problems.add(f"{prefix}.{key}", str(e))
+    return out
 
 
 # --- loading ----------------------------------------------------------------------------
 
 
 def load_config(path: str) -> Config:
-    """Read and check the file at C{path}. @raise ConfigError: with one line for the operator."""
+    """Read and check the file at C{path}. @raise ConfigError: one line per problem."""
+    return parse_config(_read(path), path)
+
+
+def _read(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            data = f.read()
     except FileNotFoundError:
         raise ConfigError(path, None, "no such file") from None
     except OSError as e:
         raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            path, None, f"not UTF-8 text (TOML must be): byte 0x{data[e.start]:02x} on line {line}"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, None, f"not valid TOML: {e}") from None
-    return parse_config(raw, path)
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Check a parsed file. @raise ConfigError: every problem, one line each."""
+    config, problems = _parse(raw, source)
+    problems.raise_any()
+    return config
+
+
+def _parse(raw: Mapping[str, Any], source: str) -> tuple[Config, _Problems]:
+    problems = _Problems(source)
     for key in raw:
-        if key not in _TOP:
-            raise ConfigError(source, key, f"unknown table (known: {', '.join(_TOP)})")
-    bus = BusConfig(**_section(source, "bus", raw.get("bus", {}), _BUS))
-
-    transport_raw = raw.get("transport", {})
-    common = _section(source, "transport", transport_raw, _TRANSPORT_COMMON, open_keys=True)
-    transport = TransportConfig(**common)
-    transport.options = {k: v for k, v in transport_raw.items() if k not in _TRANSPORT_COMMON}
-    if transport.type == "amqp":
-        from .transports.amqp.settings import parse_amqp_settings
-
-        transport.amqp = parse_amqp_settings(transport.options, source, transport.max_message_size)
-    if transport.type == "local" and transport.options:
-        key = sorted(transport.options)[0]
-        raise ConfigError(
-            source, f"transport.{key}", "unknown key for the local transport (known keys: "
-            f"{', '.join(sorted(_TRANSPORT_COMMON))})"
-        )
-
-    console = _console(source, raw.get("console", {}))
-
+        if key not in TABLES:
+            guess = difflib.get_close_matches(key, TABLES, n=1)
+            hint = f"did you mean [{guess[0]}]? " if guess else ""
+            problems.add(key, f"unknown table; {hint}(known: {', '.join(TABLES)})")
+    bus = BusConfig(**_section(problems, "bus", raw.get("bus", {}), BUS_KEYS))
+    transport = _transport(problems, raw.get("transport", {}))
+    console = _console(problems, raw.get("console", {}))
     root = raw.get("root", {})
     if not isinstance(root, dict):
-        raise ConfigError(source, "root", f"must be a table, got {_shown(root)}")
+        problems.add("root", f"must be a table, got {_shown(root)}")
+        root = {}
+    apps = _apps(problems, raw.get("apps", {}))
+    config = Config(source, bus, transport, console, root, apps, warnings=problems.warnings)
+    return config, problems
 
-    apps_raw = raw.get("apps", {})
-    if not isinstance(apps_raw, dict):
-        raise ConfigError(source, "apps", f"must be a table of apps, got {_shown(apps_raw)}")
+
+def _transport(problems: _Problems, table: Any) -> TransportConfig:
+    before = problems.count()
+    values = _section(problems, "transport", table, {**TRANSPORT_KEYS, **AMQP_KEYS})
+    transport = TransportConfig(**{k: v for k, v in values.items() if k in TRANSPORT_KEYS})
+    transport.options = {k: v for k, v in values.items() if k not in TRANSPORT_KEYS}
+    if transport.type != "amqp":
+        for key in transport.options:
+            problems.add(
+                f"transport.{key}", f"only the amqp transport reads it (transport.type is {transport.type!r})"
+            )
+        return transport
+    if problems.count() > before:
+        return transport  # settings are made only from keys that all passed
+    from .transports.amqp.settings import parse_amqp_settings
+
+    try:
+        transport.amqp = parse_amqp_settings(
+            transport.options, problems.source, transport.max_message_size
+        )
+    except ConfigError as e:
+        problems.absorb(e)
+        return transport
+    settings = transport.amqp
+    if "delivery_limit" in transport.options and settings.queue_type != "quorum":
+        problems.add(
+            "transport.delivery_limit",
+            f"only quorum queues have a delivery limit (queue_type is {settings.queue_type!r}): "
+            'set queue_type = "quorum" or remove the key',
+        )
+    plain = [str(a) for a in settings.addresses if not a.tls]
+    for key in ("ca_file", "cert_file"):
+        if key in transport.options and plain:
+            problems.add(
+                f"transport.{key}",
+                f"is set but {', '.join(plain)} would connect without TLS: use amqps://",
+            )
+    return transport
+
+
+def _apps(problems: _Problems, table: Any) -> dict[str, AppConfig]:
+    if not isinstance(table, dict):
+        problems.add("apps", f"must be a table of apps, got {_shown(table)}")
+        return {}
     apps = {}
-    for name, table in apps_raw.items():
-        values = _section(source, f"apps.{name}", table, _APP)
-        if "builder" not in values:
-            raise ConfigError(
-                source, f"apps.{name}.builder", 'missing: name the builder, e.g. "apps.clock:make_clock"'
-            )
-        if ":" not in values["builder"]:
-            raise ConfigError(
-                source, f"apps.{name}.builder",
-                f"must be 'module:function', got {values['builder']!r}",
-            )
+    for name, app_table in table.items():
+        before = problems.count()
+        values = _section(problems, f"apps.{name}", app_table, APP_KEYS)
+        builder = values.get("builder")
+        if isinstance(app_table, dict) and "builder" not in app_table:
+            problems.add(f"apps.{name}.builder", 'missing: name the builder, e.g. "apps.clock:make_clock"')
+        elif builder is not None and ":" not in builder:
+            problems.add(f"apps.{name}.builder", f"must be 'module:function', got {builder!r}")
+        if problems.count() > before:
+            continue
         app = AppConfig(name=name, **values)
         worst = worst_case_seconds(app)
         if worst > MAX_HOLD_SECONDS:
-            raise ConfigError(
-                source, f"apps.{name}.retries",
-                f"retries could hold a delivery for {worst:.0f}s, over {MAX_HOLD_SECONDS}s: "
+            key = "retries" if app.retries else "time_limit"
+            problems.add(
+                f"apps.{name}.{key}",
+                f"{key} could hold a delivery for {worst:.0f}s, over {MAX_HOLD_SECONDS}s: "
                 "the broker cancels a consumer that holds a delivery too long "
                 "(RabbitMQ's consumer_timeout, 30 minutes by default)",
             )
+            continue
         apps[name] = app
-    return Config(source, bus, transport, console, root, apps)
-
-
-#: Longest a delivery may be held by retries (half RabbitMQ's default consumer_timeout).
-MAX_HOLD_SECONDS = 900
+    return apps
 
 
 def worst_case_seconds(app: AppConfig) -> float:
     """How long retries could hold one delivery: every attempt timing out, full backoffs."""
-    backoffs = sum(min(app.retry_max_delay, app.retry_delay * 2**i) for i in range(app.retries))
+    backoffs = 0.0
+    delay = app.retry_delay
+    for _ in range(app.retries):
+        backoffs += min(app.retry_max_delay, delay)
+        delay = min(delay * 2, app.retry_max_delay)
     return backoffs + (app.retries + 1) * (app.time_limit or 0.0)
 
 
@@ -321,39 +467,116 @@ def _relative_to(source: str, path: str | None) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(source)), path)
 
 
-def _console(source: str, table: Any) -> ConsoleConfig:
-    console = ConsoleConfig(**_section(source, "console", table, _CONSOLE))
+def _console(problems: _Problems, table: Any) -> ConsoleConfig:
+    console = ConsoleConfig(**_section(problems, "console", table, CONSOLE_KEYS))
     for key in ("passwd_file", "ssh_host_key", "ssh_authorized_keys"):
-        setattr(console, key, _relative_to(source, getattr(console, key)))
+        setattr(console, key, _relative_to(problems.source, getattr(console, key)))
     for user, stored in console.users.items():
         if not isinstance(stored, str) or not is_password_hash(stored):
-            raise ConfigError(
-                source, f"console.users.{user}",
+            problems.add(
+                f"console.users.{user}",
                 "must be a password hash made by 'scbus hash-password' (plain passwords are "
                 "not accepted)",
             )
-    if console.enabled and not console.users and not console.passwd_file and console.telnet_port is not None:
-        raise ConfigError(
-            source, "console",
-            "the telnet console needs users or passwd_file (there is no default password)",
+    if console.telnet_port is not None and not console.users and not console.passwd_file:
+        problems.add(
+            "console", "the telnet console needs users or passwd_file (there is no default password)"
         )
+    if console.enabled and console.passwd_file:
+        _check_passwd_file(problems, console)
     if console.ssh_port is not None:
         for key in ("ssh_host_key", "ssh_authorized_keys"):
-            if getattr(console, key) is None:
-                raise ConfigError(source, f"console.{key}", "required when ssh_port is set")
+            path = getattr(console, key)
+            if path is None:
+                problems.add(f"console.{key}", "required when ssh_port is set")
+            elif not os.path.exists(path):
+                problems.add(f"console.{key}", f"no such file: {path}")
     if console.enabled and not console.allow_remote and not _is_loopback(console.interface):
-        raise ConfigError(
-            source, "console.interface",
+        problems.add(
+            "console.interface",
             f"{console.interface!r} is not a loopback address; the console runs Python in the "
             "bus, so set allow_remote = true to listen there on purpose",
         )
     return console
 
 
+def _check_passwd_file(problems: _Problems, console: ConsoleConfig) -> None:
+    """
+    A missing file leaves the console off (a warning); one that other users can read or
+    change is refused, as sshd refuses such key files: anyone who can write it can run
+    code in the bus, and anyone who can read it can attack the hashes offline.
+    """
+    path = console.passwd_file
+    assert path is not None
+    key = "console.passwd_file"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if console.users:
+            problems.add(key, f"no such file: {path}")
+        else:
+            problems.warn(
+                key,
+                f"{path} does not exist, so the console will not start; create it with "
+                f"(umask 077; echo \"admin:$(scbus hash-password)\" > {path})",
+            )
+        return
+    except OSError as e:
+        problems.add(key, f"cannot read {path}: {e.strerror}")
+        return
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problems.add(
+            key, f"{path} can be changed by other users (mode {stat.filemode(mode)}); "
+            f"chmod 600 {path}"
+        )
+    elif mode & stat.S_IROTH:
+        problems.add(
+            key, f"{path} can be read by every user (mode {stat.filemode(mode)}), exposing "
+            f"the hashes; chmod 600 {path} (or 640 for a group)"
+        )
+
+
 def _is_loopback(address: str) -> bool:
     if not address:
         return False
     return ipaddress.ip_address(address).is_loopback
+
+
+# --- the one path of twistd and check-config ------------------------------------------
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A checked config and the subscriptions of its enabled apps, ready to run."""
+
+    config: Config
+    subscriptions: dict[str, dict[Any, Any]]
+
+    @property
+    def warnings(self) -> list[ConfigError]:
+        return self.config.warnings
+
+
+def load_and_build(path: str) -> Loaded:
+    """
+    Check the file and call every enabled app's builder, as twistd does before it starts.
+    @raise ConfigError: every problem found, one line each (L{ConfigError.lines}).
+    """
+    config, problems = _parse(_read(path), path)
+    subscriptions: dict[str, dict[Any, Any]] = {}
+    for name, app in config.apps.items():
+        if app.enabled:
+            try:
+                subscriptions[name] = build_subscriptions(config, app)
+            except ConfigError as e:
+                problems.absorb(e)
+    if not problems.errors and not subscriptions:
+        problems.add(
+            "apps", "no enabled app to run: every app has enabled = false" if config.apps
+            else "no enabled app to run: add an [apps.NAME] table with a builder",
+        )
+    problems.raise_any()
+    return Loaded(config, subscriptions)
 
 
 # --- building apps ----------------------------------------------------------------------
@@ -366,7 +589,9 @@ def load_builder(spec: str, source: str, key: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         raise ConfigError(source, key, f"cannot import {module_name!r}: {e}") from None
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # SystemExit too: a module must not end start-up silently
         raise ConfigError(
             source, key, f"importing {module_name!r} raised {type(e).__name__}: {e}"
         ) from None
@@ -389,15 +614,44 @@ def build_subscriptions(config: Config, app: AppConfig) -> dict[Any, Any]:
     builder = load_builder(app.builder, config.source, key)
     try:
         subscriptions = builder(app.name, config.root, app.config)
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # SystemExit too: a builder must not end start-up silently
         raise ConfigError(
             config.source, key, f"the builder raised {type(e).__name__}: {e}"
         ) from None
     try:
-        check_subscriptions(app.name, subscriptions)
+        handlers, idle = check_subscriptions(app.name, subscriptions)
     except InvalidSubscriptions as e:
         raise ConfigError(config.source, key, str(e)) from None
+    problems = [
+        ConfigError(config.source, key, problem)
+        for problem in _signature_problems(handlers, idle)
+    ]
+    if problems:
+        raise problems[0] if len(problems) == 1 else ConfigProblems(problems)
     return subscriptions
+
+
+def _signature_problems(handlers: Mapping[type, Any], idle: Mapping[timedelta, Any]) -> list[str]:
+    """
+    Handlers that could not be called as the bus calls them: C{handler(message)} and
+    C{idle_handler()}. Found now rather than at every delivery or every interval.
+    """
+    problems = []
+    calls = [(f"the handler for {t.__name__}", h, 1, "one argument, the message") for t, h in handlers.items()]
+    calls += [(f"the idle handler for {i}", h, 0, "no arguments") for i, h in idle.items()]
+    for what, handler, count, takes in calls:
+        try:
+            signature = inspect.signature(handler)
+        except (TypeError, ValueError):
+            continue  # some builtins have none; they are called as they are
+        try:
+            signature.bind(*([None] * count))
+        except TypeError as e:
+            name = getattr(handler, "__qualname__", repr(handler))
+            problems.append(f"{what} ({name}) must take {takes}: {e}")
+    return problems
 
 
 def build_app(config: Config, app: AppConfig, *, reactor: Any = None) -> ApplicationMessageBus:

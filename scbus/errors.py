@@ -64,6 +64,26 @@ class ConfigError(ScbusError):
         where = f"{source}: {key}: " if key else f"{source}: "
         super().__init__(where + problem)
 
+    def lines(self) -> list[str]:
+        """One line per problem, for the operator."""
+        return [str(self)]
+
+
+class ConfigProblems(ConfigError):
+    """Several problems in one file, found in one run; the first stands for them all."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(first.source, first.key, first.problem)
+        self.problems = problems
+        self.args = ("\n".join(str(p) for p in problems),)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
 
 class TransportError(ScbusError):
     """The transport could not do what was asked (not connected, buffer full, ...)."""

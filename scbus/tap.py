@@ -14,7 +14,7 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from .config import Config, app_bus_options, build_subscriptions, load_config
+from .config import Config, app_bus_options, load_and_build
 from .errors import ConfigError
 
 __all__ = ["Options", "makeService", "make_bus_service"]
@@ -32,18 +32,12 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config=FILE is required")
         try:
-            config = load_config(self["config"])
-            subscriptions = {
-                name: build_subscriptions(config, app)
-                for name, app in config.apps.items()
-                if app.enabled
-            }
-            if not subscriptions:
-                raise ConfigError(config.source, "apps", "no enabled app to run")
+            loaded = load_and_build(self["config"])
         except ConfigError as e:
-            sys.stderr.write(f"scbus: {e}\n")
+            sys.stderr.writelines(f"scbus: {line}\n" for line in e.lines())
             raise SystemExit(2) from None
-        self.loaded = (config, subscriptions)
+        sys.stderr.writelines(f"scbus: warning: {w}\n" for w in loaded.warnings)
+        self.loaded = (loaded.config, loaded.subscriptions)
 
 
 def make_transport(config: Config, reactor: Any = None) -> Any:

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from scbus.config import build_subscriptions, load_config
+from scbus.config import build_subscriptions, load_and_build, load_config
 from scbus.errors import ConfigError
 from scbus.passwords import hash_password
 
@@ -58,6 +58,20 @@ def app_modules(tmp_path, monkeypatch):
 
             def raises(name, root, config):
                 raise RuntimeError("cannot start without a database")
+
+            def exits(name, root, config):
+                raise SystemExit(3)
+
+            def wrong_idle(name, root, config):
+                return {timedelta(seconds=1): lambda now: None, CfgTick: print}
+
+            def wrong_handler(name, root, config):
+                return {CfgTick: lambda: None}
+
+            def flexible(name, root, config):
+                def on_tick(msg, *extra, retry=False):
+                    return None
+                return {timedelta(seconds=1): lambda *args: None, CfgTick: on_tick}
 
             value = 3
             """
@@ -136,8 +150,7 @@ def test_bad_files_name_the_key_and_the_problem(app_modules, change, key, proble
     error = info.value
     assert error.key == key
     assert problem in error.problem
-    line = str(error)
-    assert "\n" not in line and line.startswith(path)
+    assert all("\n" not in line and line.startswith(path) for line in error.lines())
 
 
 def test_missing_file():
@@ -169,3 +182,150 @@ def test_the_example_config_loads_and_builds():
     for app in config.apps.values():
         build_subscriptions(config, app)
     assert set(config.apps) == {"clock", "squares", "flaky", "errors", "heartbeat"}
+
+
+# --- values that were accepted but could not work, or ended in a traceback --------------
+
+
+@pytest.mark.parametrize(
+    "change, key, problem",
+    [
+        (("threads = 2", "retries = 1000000"), "apps.one.retries", "must be at most 100"),
+        (("threads = 2", "time_limit = inf"), "apps.one.time_limit", "must be a finite number"),
+        (("threads = 2", "time_limit = 0"), "apps.one.time_limit", "must be at least 0.01"),
+        (("grace_period = 2", "grace_period = nan"), "bus.grace_period", "must be a finite number"),
+        (("grace_period = 2", "grace_period = 1e9"), "bus.grace_period", "must be at most 3600"),
+        (("max_in_flight = 4", "max_in_flight = 100000000"), "apps.one.max_in_flight", "must be at most 10000"),
+        (("max_in_flight = 4", "max_in_flight = 4\nretry_delay = -inf"), "apps.one.retry_delay", "must be a finite number"),
+        (("max_message_size = 4096", "max_message_size = 4294967296"), "transport.max_message_size", "must be at most"),
+        (("max_message_size = 4096", 'max_message_size = 4096\nurl = "amqp://h"'), "transport.url", "only the amqp transport reads it"),
+        (('builder = "cfgapps.good:make"', 'builder = "cfgapps.good:exits"'), "apps.one.builder", "the builder raised SystemExit: 3"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_under_their_key(app_modules, change, key, problem):
+    old, new = change
+    assert old in GOOD
+    path = write(app_modules, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_and_build(path)
+    assert (info.value.key, info.value.lines()) == (key, [str(info.value)])
+    assert problem in info.value.problem
+
+
+def test_a_file_that_is_not_utf8_is_one_line(app_modules):
+    path = app_modules / "scbus.toml"
+    path.write_bytes(GOOD.encode("utf-8").replace(b'"test"', b'"t\xffst"'))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(TOML must be\): byte 0xff on line 3"):
+        load_config(str(path))
+
+
+AMQP = """
+[transport]
+type = "amqp"
+url = "{url}"
+{extra}
+
+[apps.one]
+builder = "cfgapps.good:make"
+config = {{ every = 3 }}
+"""
+
+
+@pytest.mark.parametrize(
+    "url, extra, key, problem",
+    [
+        ("amqp://h", "delivery_limit = 5", "transport.delivery_limit", "only quorum queues have a delivery limit"),
+        ("amqp://h", 'ca_file = "ca.pem"', "transport.ca_file", "amqp://h:5672 would connect without TLS"),
+        ("amqps://h", "confirm_timeout = nan", "transport.confirm_timeout", "must be a finite number"),
+        ("amqps://h", "prefetch = 100000", "transport.prefetch", "must be at most 10000"),
+    ],
+)
+def test_amqp_settings_that_would_not_do_what_they_say_are_refused(app_modules, url, extra, key, problem):
+    (app_modules / "ca.pem").write_text("not read here")
+    path = write(app_modules, AMQP.format(url=url, extra=extra))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key and problem in info.value.problem
+
+
+def test_delivery_limit_with_quorum_queues_and_ca_file_with_amqps_are_accepted(app_modules):
+    (app_modules / "ca.pem").write_text("not read here")
+    extra = 'delivery_limit = 5\nqueue_type = "quorum"\nca_file = "ca.pem"'
+    config = load_config(write(app_modules, AMQP.format(url="amqps://h", extra=extra)))
+    assert (config.transport.amqp.delivery_limit, config.transport.amqp.ca_file) == (5, str(app_modules / "ca.pem"))
+
+
+def test_every_problem_is_reported_in_one_run(app_modules):
+    text = GOOD.replace("grace_period = 2", "grace_perod = 2").replace("threads = 2", "threads = -1")
+    text += '\n[apps.two]\nbuilder = "cfgapps.good:wrong_idle"\n\n[apps.three]\nbuilder = "cfgapps.good:raises"\n'
+    path = write(app_modules, text)
+    with pytest.raises(ConfigError) as info:
+        load_and_build(path)
+    lines = info.value.lines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "bus.grace_perod", "apps.one.threads", "apps.two.builder", "apps.three.builder"
+    ]
+    assert "did you mean 'grace_period'?" in lines[0]
+    assert all(line.startswith(path) and "\n" not in line for line in lines)
+
+
+def test_unknown_table_suggests_the_near_one(app_modules):
+    path = write(app_modules, GOOD.replace("[root]", "[apss]"))
+    with pytest.raises(ConfigError, match=r"apss: unknown table; did you mean \[apps\]\?"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "builder, problem",
+    [
+        ("wrong_idle", "the idle handler for 0:00:01 (wrong_idle.<locals>.<lambda>) must take no arguments: "),
+        ("wrong_handler", "the handler for CfgTick (wrong_handler.<locals>.<lambda>) must take one argument, the message: "),
+    ],
+)
+def test_handler_signatures_are_checked_when_the_builder_runs(app_modules, builder, problem):
+    path = write(app_modules, GOOD.replace("cfgapps.good:make", f"cfgapps.good:{builder}"))
+    with pytest.raises(ConfigError) as info:
+        load_and_build(path)
+    assert info.value.key == "apps.one.builder" and info.value.problem.startswith(problem)
+
+
+def test_signatures_that_accept_the_call_pass(app_modules):
+    path = write(app_modules, GOOD.replace("cfgapps.good:make", "cfgapps.good:flexible"))
+    assert set(load_and_build(path).subscriptions) == {"one"}
+
+
+def test_no_enabled_app_is_refused(app_modules):
+    text = GOOD.replace("threads = 2", "threads = 2\nenabled = false")
+    with pytest.raises(ConfigError, match="apps: no enabled app to run"):
+        load_and_build(write(app_modules, text))
+
+
+PASSWD = GOOD.replace(f'users = {{ admin = "{HASH}" }}', 'passwd_file = "console.passwd"')
+
+
+def test_a_missing_passwd_file_is_a_warning(app_modules):
+    loaded = load_and_build(write(app_modules, PASSWD))
+    assert [(w.key, "does not exist, so the console will not start" in w.problem) for w in loaded.warnings] == [
+        ("console.passwd_file", True)
+    ]
+
+
+@pytest.mark.parametrize(
+    "mode, problem",
+    [(0o644, "can be read by every user (mode -rw-r--r--)"), (0o620, "can be changed by other users")],
+)
+def test_a_passwd_file_other_users_can_read_or_change_is_refused(app_modules, mode, problem):
+    passwd = app_modules / "console.passwd"
+    passwd.write_text(f"admin:{HASH}\n")
+    passwd.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(app_modules, PASSWD))
+    assert info.value.key == "console.passwd_file" and problem in info.value.problem
+
+
+def test_a_private_passwd_file_is_accepted(app_modules):
+    passwd = app_modules / "console.passwd"
+    passwd.write_text(f"admin:{HASH}\n")
+    passwd.chmod(0o640)
+    config = load_config(write(app_modules, PASSWD))
+    assert config.console.passwd_file == str(passwd) and config.warnings == []
