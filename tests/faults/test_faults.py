@@ -37,7 +37,7 @@ type = "amqp"
 heartbeat = {heartbeat}
 reconnect_max_delay = 1
 queue_type = "{queue_type}"
-delivery_limit = 2
+{delivery_limit}
 
 [apps.{app}]
 builder = "tests.noloss_app:make_numbers"
@@ -63,7 +63,8 @@ class Bus:
         workdir.mkdir()
         urls = f'url = "{self.urls[0]}"' if len(self.urls) == 1 else f"urls = {json.dumps(self.urls)}"
         config = workdir / "scbus.toml"
-        config.write_text(CONFIG.format(label=label, app=self.app, urls=urls, **self.options))
+        limit = "delivery_limit = 2" if self.options["queue_type"] == "quorum" else ""  # quorum only
+        config.write_text(CONFIG.format(label=label, app=self.app, urls=urls, delivery_limit=limit, **self.options))
         bus = Twistd(str(workdir), str(config))
         self.runs.append(bus)
         wait_in_log(bus, f"{self.app}: consuming", 90)
