@@ -192,9 +192,22 @@ class MainMessageBus(Service):
         )
         self._drained = Deferred()
         timer = self._reactor.callLater(self.grace_period, self._grace_over)
+        marks = {app.name: (app.acked, app.send_failures) for app in self._apps.values()}
         self._drained.addBoth(lambda r: timer.cancel() if timer.active() else None)
+        self._drained.addCallback(lambda _: self._log_drained(marks, in_flight))
         self._drained.addCallback(lambda _: self._stop_apps())
         return self._drained
+
+    def _log_drained(self, marks: dict[str, tuple[int, int]], in_flight: int) -> None:
+        acked = sum(app.acked - marks[app.name][0] for app in self._apps.values())
+        not_sent = sum(app.send_failures - marks[app.name][1] for app in self._apps.values())
+        log.info(
+            "drained: of {n} delivery(ies) in flight at stop, {acked} acknowledged, "
+            "{not_sent} not sent",
+            n=in_flight,
+            acked=acked,
+            not_sent=not_sent,
+        )
 
     def _grace_over(self) -> None:
         left = {app.name: len(app.in_flight) for app in self._apps.values() if app.in_flight}

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from .config import Config, app_bus_options, load_and_build
 from .errors import ConfigError
+from .servicetree import BusServiceTree
 
 __all__ = ["Options", "makeService", "make_bus_service"]
 
@@ -57,16 +57,16 @@ def make_transport(config: Config, reactor: Any = None) -> Any:
 
 def make_bus_service(
     config: Config, subscriptions: dict[str, Any], reactor: Any = None
-) -> MultiService:
-    """Transport, main bus and console in one service, started and stopped in that order."""
+) -> BusServiceTree:
+    """
+    Transport, main bus and console in one service, started in that order; on stop the
+    bus drains first, then the console and the transport stop.
+    """
     from .appbus import ApplicationMessageBus
     from .console import make_console_service
     from .mainbus import MainMessageBus
 
-    top = MultiService()
     transport = make_transport(config, reactor)
-    if IService.providedBy(transport):
-        transport.setServiceParent(top)
     bus = MainMessageBus(
         config.bus.name, transport, reactor=reactor, grace_period=config.bus.grace_period
     )
@@ -74,18 +74,17 @@ def make_bus_service(
         app = config.apps[name]
         app_bus = ApplicationMessageBus(name, subs, reactor=reactor, **app_bus_options(app))
         bus.add_app(name, app_bus, subs, max_in_flight=app.max_in_flight)
-    bus.setServiceParent(top)
+    top = BusServiceTree(transport, bus)
     if config.console.enabled:
         try:
-            make_console_service(bus, config.console).setServiceParent(top)
+            top.add_listener(make_console_service(bus, config.console))
         except ConfigError as e:
             sys.stderr.write(f"scbus: {e}\n")
             raise SystemExit(2) from None
-    top.bus = bus  # type: ignore[attr-defined]
     return top
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> BusServiceTree:
     from .logbridge import route_stdlib_logging
 
     config, subscriptions = options.loaded

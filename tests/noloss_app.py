@@ -41,4 +41,13 @@ def make_numbers(name, root_config, config):
     subscriptions = {Numbered: on_numbered, Slow: on_slow}
     if config.get("idle"):
         subscriptions[timedelta(seconds=config["idle"])] = lambda: None
+    if config.get("slow_at_start"):
+        # A burst of Slow messages from the bus itself, once (for in-memory tests).
+        burst = [Slow(n=n, seconds=config.get("slow_seconds", 3.0)) for n in range(config["slow_at_start"])]
+
+        def emit_once():
+            sent, burst[:] = list(burst), []
+            return sent
+
+        subscriptions[timedelta(seconds=0.1)] = emit_once
     return subscriptions

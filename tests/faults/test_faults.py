@@ -33,6 +33,7 @@ grace_period = {grace}
 
 [transport]
 type = "amqp"
+client = "{client}"
 {urls}
 heartbeat = {heartbeat}
 reconnect_max_delay = 1
@@ -54,7 +55,7 @@ class Bus:
         self.tmp_path = tmp_path
         self.app = app
         self.urls = urls
-        self.options = {"heartbeat": 5, "queue_type": "classic", "in_flight": IN_FLIGHT, "threads": 0, "poison": [], "grace": 5, **options}
+        self.options = {"heartbeat": 5, "queue_type": "classic", "in_flight": IN_FLIGHT, "threads": 0, "poison": [], "grace": 5, "client": "pika", **options}
         self.runs: list[Twistd] = []
 
     def start(self) -> Twistd:
@@ -216,6 +217,40 @@ def test_a_handler_blocking_longer_than_the_heartbeat_keeps_the_connection(rabbi
     log = bus.current.log()
     assert "AMQP connection lost" not in log and "connection is dead" not in log
     assert figures["lost"] == 0 and figures["duplicated"] == 0
+
+
+@pytest.mark.parametrize("client", ["pika", "txamqp"])
+def test_sigterm_lets_in_flight_handlers_send_and_acknowledge(rabbit, bus_factory, client):
+    """
+    Handlers that finish inside the grace period send their results and acknowledge
+    their deliveries: the transport stops only after the bus drained.
+    """
+    slow = 4
+    bus = bus_factory(f"sigterm_{client}", [rabbit.url], threads=4, in_flight=4, grace=10, client=client)
+    collector = Collector(rabbit.url, "noloss.Handled", f"faults.sigterm.{bus.app}")
+    bus.start()
+    producer = Producer(rabbit.url)
+    producer.declare_type("noloss.Slow")
+    for n in range(slow):
+        producer.publish("noloss.Slow", {"n": n, "seconds": 3})
+    time.sleep(1.0)
+    code = bus.current.terminate(timeout=30)
+    log = bus.current.log()
+    assert code == -signal.SIGTERM, log
+    collector.drain(1.0)
+    assert dict(collector.counts) == {n: 1 for n in range(slow)}  # every output was sent
+    assert rabbit.queue_depth(f"scbus.app.{bus.app}") == 0  # every input acknowledged
+    assert "stopping: 4 delivery(ies) in flight" in log, log
+    assert "of 4 delivery(ies) in flight at stop, 4 acknowledged, 0 not sent" in log, log
+    assert "grace period over" not in log
+    # A new process finds nothing to do again.
+    again = bus.start()
+    time.sleep(2.0)
+    collector.drain(1.0)
+    assert dict(collector.counts) == {n: 1 for n in range(slow)}
+    assert again.process.poll() is None and rabbit.queue_depth(f"scbus.app.{bus.app}") == 0
+    RESULTS.append(report(f"SIGTERM, {slow} in flight ({client})", producer.sent,
+                          producer.confirmed, collector.counts, set(range(slow))))
 
 
 def test_sigterm_finishes_in_flight_and_leaves_the_rest_queued(rabbit, bus_factory):

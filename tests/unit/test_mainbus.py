@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
@@ -11,6 +12,7 @@ from scbus.appbus import ApplicationMessageBus
 from scbus.errors import TransportError
 from scbus.mainbus import PUMP_BUDGET, MainMessageBus
 from scbus.message import AppErrorOccurredMessage, HeartbeatMessage, HeartbeatResponseMessage, Message
+from scbus.servicetree import BusServiceTree
 from scbus.testing import result_of
 from scbus.transports.local import LocalTransport
 
@@ -308,3 +310,31 @@ def test_setup_failure_is_logged_not_raised():
     w.add("app", {Job: lambda m: None})
     w.start()
     assert not w.bus._apps["app"].ready
+
+
+def test_the_service_tree_stops_the_transport_and_listeners_after_the_bus_drained():
+    w = World(grace=5.0)
+    pending = []
+    w.add("slow", {Job: lambda m: pending.append(Deferred()) or pending[-1].addCallback(lambda _: Done(n=m.n))})
+    stops = []
+
+    class Listener(Service):
+        def stopService(self):
+            stops.append("listener")
+            return super().stopService()
+
+    tree = BusServiceTree(w.transport, w.bus)
+    tree.add_listener(Listener())
+    tree.startService()
+    w.flush()
+    w.send(Job(n=1), Job(n=2))
+    stopped = tree.stopService()
+    w.clock.advance(1)
+    assert not stopped.called and stops == [] and w.transport.running
+    for d in pending:
+        d.callback(None)
+    w.flush()
+    assert stopped.called and stops == ["listener"] and not w.transport.running
+    assert sorted(m.n for m in w.of(Done)) == [1, 2]  # sent while draining
+    assert w.transport.unacked("slow") == 0  # and acknowledged: nothing comes back
+    assert result_of(w.transport.queue_depth("slow")) == 0
