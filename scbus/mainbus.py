@@ -15,13 +15,13 @@ from datetime import timedelta
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .appbus import ApplicationMessageBus, Subscriptions
-from .errors import EncodeError
+from .errors import EncodeError, TransportError
 from .interfaces import IDelivery, ITransport
 from .message import AppErrorOccurredMessage, Message
 
@@ -314,25 +314,28 @@ class MainMessageBus(Service):
         if delivery.redelivered:
             app.redelivered += 1
         app.in_flight[delivery] = self._reactor.seconds()
-        result = app.bus.handle_now(delivery.message, delivery.received_at)
-        if result is None:
-            app.in_flight.pop(delivery)
-            self._reject_unexpected(app, delivery)
-            return
-        if isinstance(result, Deferred):
-            d = result.addCallback(self._send_results, app, delivery)
-        else:
-            try:
-                sent = self._send_results(result, app, delivery)
-            except _Abandoned:
-                sent = fail()
-            d = sent if sent is not None else succeed(None)
+        # The one place a delivery is settled: whatever happens while handling it and
+        # sending what came out, at once or later, it ends acknowledged, released or set
+        # aside, and its slot is freed.
+        try:
+            d = self._handle(app, delivery)
+        except Exception:
+            d = fail()
         d.addCallbacks(
-            self._ack, self._not_sent, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
+            self._ack, self._not_settled, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
         )
         d.addBoth(self._finished, app, delivery)
 
-    def _reject_unexpected(self, app: _App, delivery: IDelivery) -> None:
+    def _handle(self, app: _App, delivery: IDelivery) -> Deferred[Any]:
+        result = app.bus.handle_now(delivery.message, delivery.received_at)
+        if result is None:
+            return fail(_UnexpectedType())
+        if isinstance(result, Deferred):
+            return result.addCallback(self._send_results, app, delivery)
+        sent = self._send_results(result, app, delivery)
+        return sent if sent is not None else succeed(None)
+
+    def _reject_unexpected(self, app: _App, delivery: IDelivery) -> Deferred[Any]:
         # It decoded, but as a type this app does not take (published under another
         # type's name): set it aside rather than acknowledge it unhandled.
         app.rejected += 1
@@ -341,8 +344,7 @@ class MainMessageBus(Service):
             "does not match the type it was published as"
         )
         log.error("{app}: {reason}", app=app.name, reason=reason)
-        delivery.reject("unexpected-type", reason).addErrback(lambda f: None)
-        self._pump(app)
+        return delivery.reject("unexpected-type", reason).addErrback(lambda f: None)
 
     # --- sending and settling ---------------------------------------------------------------
 
@@ -401,17 +403,43 @@ class MainMessageBus(Service):
             error=failure.getErrorMessage(),
         )
 
-    def _not_sent(self, failure: Failure, app: _App, delivery: IDelivery) -> Deferred[Any] | None:
+    def _not_settled(
+        self, failure: Failure, app: _App, delivery: IDelivery
+    ) -> Deferred[Any] | None:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
         if failure.check(_Abandoned):
             return None
-        app.send_failures += 1
-        log.failure(
-            "{app}: results of {type} not sent; releasing it to be delivered again",
-            failure,
+        if failure.check(_UnexpectedType):
+            return self._reject_unexpected(app, delivery)
+        if failure.check(TransportError):
+            # The transport could not take the results now: the message comes again.
+            app.send_failures += 1
+            log.failure(
+                "{app}: results of {type} not sent; releasing it to be delivered again",
+                failure,
+                app=app.name,
+                type=delivery.message.wire_name,
+            )
+            return delivery.release().addErrback(lambda f: None)
+        # Anything else (an error report that could not be built or encoded, a bug) would
+        # fail the same way on every delivery: set aside, with its body, not released.
+        app.rejected += 1
+        error = f"{failure.type.__name__}: {failure.getErrorMessage()}"[:500]
+        where = failure.frames[-1] if failure.frames else None
+        log.error(
+            "{app}: could not finish handling {type} {id} ({error}, at {where}); "
+            "set aside as handling-error",
             app=app.name,
             type=delivery.message.wire_name,
+            id=delivery.message.id,
+            error=error,
+            where=f"{where[1]}:{where[2]} in {where[0]}" if where else "?",
         )
-        return delivery.release().addErrback(lambda f: None)
+        reason = f"the bus could not finish handling it: {error}"
+        return delivery.reject("handling-error", reason).addErrback(
+            lambda f: log.failure("{app}: could not set a delivery aside", f, app=app.name)
+        )
 
     def _finished(self, result: Any, app: _App, delivery: IDelivery) -> None:
         app.in_flight.pop(delivery, None)
@@ -428,7 +456,10 @@ class MainMessageBus(Service):
     def _run_idle(self, app: _App, interval: timedelta) -> Deferred[Any] | None:
         if app.paused or self._stopping:
             return None
-        d = app.bus.idle(interval)
+        try:
+            d = app.bus.idle(interval)
+        except Exception:
+            d = fail()  # a LoopingCall whose call raises would stop for good
         d.addCallback(self._send_results, app, None)
         d.addErrback(self._idle_not_sent, app, interval)
         return d
@@ -487,3 +518,7 @@ class MainMessageBus(Service):
 
 class _Abandoned(Exception):
     """The grace period ran out: the delivery is left for the transport to redeliver."""
+
+
+class _UnexpectedType(Exception):
+    """The app takes no message of the delivery's type."""

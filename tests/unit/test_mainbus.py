@@ -6,6 +6,7 @@ import pytest
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from scbus import codec
 from scbus.appbus import ApplicationMessageBus
@@ -338,3 +339,90 @@ def test_the_service_tree_stops_the_transport_and_listeners_after_the_bus_draine
     assert sorted(m.n for m in w.of(Done)) == [1, 2]  # sent while draining
     assert w.transport.unacked("slow") == 0  # and acknowledged: nothing comes back
     assert result_of(w.transport.queue_depth("slow")) == 0
+
+
+@pytest.fixture
+def logged():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield lambda level=None: [
+        formatEvent(e) for e in events if level is None or e.get("log_level") == LogLevel.levelWithName(level)
+    ]
+    globalLogPublisher.removeObserver(events.append)
+
+
+def _deep_body(depth):
+    value = "[" * depth + "1" + "]" * depth
+    return (
+        '{"type": "test.mainbus.Weird", "id": "deep1", "created_at": 1, "correlation_id": null, '
+        f'"data": {{"value": {value}}}}}'
+    ).encode()
+
+
+def test_a_deeply_nested_payload_with_a_raising_handler_is_settled(logged):
+    """Building the error report hits the recursion limit: the delivery is set aside."""
+    w = World()
+    w.add("app", {Weird: lambda m: 1 / 0, Job: lambda m: Done(n=m.n)}, max_in_flight=1)
+    w.start()
+    result_of(w.transport.publish_raw(_deep_body(500)))
+    w.flush()
+    assert w.transport.unacked("app") == 0 and result_of(w.transport.queue_depth("app")) == 0
+    assert [(d.type_name, d.app_name) for d in w.transport.dead_letters] == [("test.mainbus.Weird", "app")]
+    assert w.transport.dead_letters[0].body == _deep_body(500)  # kept whole, to replay
+    assert result_of(w.bus.status())[0].in_flight == 0
+    w.send(Job(n=7))  # the app's only slot was freed
+    assert [d.n for d in w.of(Done)] == [7]
+
+
+class Fragile(Message, wire_name="test.mainbus.Fragile"):
+    n: int
+    broken = False
+
+    def to_dict(self):
+        if Fragile.broken:
+            raise RuntimeError("to_dict is broken")
+        return super().to_dict()
+
+
+def test_any_error_while_reporting_sets_the_delivery_aside_and_logs_it(logged):
+    w = World()
+    w.add("app", {Fragile: lambda m: 1 / 0}, max_in_flight=1)
+    w.start()
+    result_of(w.transport.send(Fragile(n=1)))
+    Fragile.broken = True
+    try:
+        w.flush()
+    finally:
+        Fragile.broken = False
+    assert w.transport.unacked("app") == 0 and result_of(w.transport.queue_depth("app")) == 0
+    [dead] = w.transport.dead_letters
+    assert dead.code == "handling-error" and "RuntimeError: to_dict is broken" in dead.reason
+    assert any("could not finish handling test.mainbus.Fragile" in line and "set aside" in line
+               for line in logged("error")), logged()
+    assert result_of(w.bus.status())[0].in_flight == 0
+
+
+def test_a_failure_that_is_not_the_transports_sets_aside_instead_of_looping():
+    w = World(HoldingTransport)
+    attempts = []
+    w.add("double", {Job: lambda m: attempts.append(m.n) or [Done(n=m.n), Done(n=-m.n)]})
+    w.transport.hold = True
+    w.start()
+    result_of(LocalTransport.send(w.transport, Job(n=3)))
+    w.flush()
+    w.transport.release_sends(RuntimeError("a bug in a send path"))
+    w.flush()
+    assert attempts == [3]  # not released to fail the same way again
+    assert [d.code for d in w.transport.dead_letters] == ["handling-error"]
+    assert w.transport.unacked("double") == 0
+
+
+def test_an_idle_handler_whose_report_cannot_be_built_keeps_its_loop(logged, monkeypatch):
+    w = World()
+    runs = []
+    w.add("app", {timedelta(seconds=1): lambda: runs.append(1) or 1 / 0})
+    w.start()
+    monkeypatch.setattr("scbus.appbus.AppErrorOccurredMessage", None)  # building the report raises
+    w.clock.advance(1)
+    w.clock.advance(1)
+    assert len(runs) == 2
