@@ -52,6 +52,8 @@ AMQP_CLIENTS = ("pika", "txamqp")
 class BusConfig:
     name: str = "scbus"
     log_level: str = "info"
+    #: A level per logger namespace (``pika``, ``scbus.transports.amqp``, an app's module).
+    log_levels: dict[str, str] = dataclasses.field(default_factory=dict)
     grace_period: float = 10.0
 
 
@@ -195,6 +197,16 @@ def _table(value: Any) -> dict[str, Any]:
     return value
 
 
+def _levels_by_namespace(value: Any) -> dict[str, str]:
+    level = _one_of(LOG_LEVELS)
+    for namespace, name in _table(value).items():
+        try:
+            level(name)
+        except _Bad as e:
+            raise _Bad(f"{namespace!r}: {e}") from None
+    return value
+
+
 def _address(value: Any) -> str:
     _str(value)
     if value in ("localhost", ""):
@@ -219,6 +231,7 @@ MAX_HOLD_SECONDS = 900
 BUS_KEYS: dict[str, Check] = {
     "name": _nonempty_str,
     "log_level": _one_of(LOG_LEVELS),
+    "log_levels": _levels_by_namespace,
     "grace_period": _seconds(0, 3600),
 }
 #: Keys every transport reads.

@@ -36,7 +36,8 @@ class Options(usage.Options):
         except ConfigError as e:
             sys.stderr.writelines(f"scbus: {line}\n" for line in e.lines())
             raise SystemExit(2) from None
-        sys.stderr.writelines(f"scbus: warning: {w}\n" for w in loaded.warnings)
+        # Warnings (a console without its passwd file, ...) are logged by the part that
+        # acts on them once the bus runs; check-config prints them.
         self.loaded = (loaded.config, loaded.subscriptions)
 
 
@@ -84,9 +85,14 @@ def make_bus_service(
     return top
 
 
-def makeService(options: Options) -> BusServiceTree:
-    from .logbridge import route_stdlib_logging
+def makeService(options: Options) -> Any:
+    """The bus's service tree; under twistd, topped by the root that filters its log."""
+    from .logbridge import FilteredLogRoot, level_filter, route_stdlib_logging, twistd_observer
 
     config, subscriptions = options.loaded
-    route_stdlib_logging(config.bus.log_level)
-    return make_bus_service(config, subscriptions)
+    route_stdlib_logging(config.bus.log_level, config.bus.log_levels)
+    service = make_bus_service(config, subscriptions)
+    if options.parent is None:  # not under twistd: the caller owns logging
+        return service
+    predicate = level_filter(config.bus.log_level, config.bus.log_levels)
+    return FilteredLogRoot(service, twistd_observer(options.parent, predicate))

@@ -149,3 +149,31 @@ def test_status_needs_the_broker_transport(tmp_path):
     out = scbus("status", "--config", str(config))
     assert out.returncode == 3 and "cannot reach the broker" in out.stderr
     assert "guest:guest" not in out.stderr
+
+
+def fresh_vhost(rabbit, name: str) -> str:
+    rabbit.ctl("add_vhost", name)
+    rabbit.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    return rabbit.url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_a_bus_log_holds_no_pika_chatter(rabbit, tmp_path):
+    """On a fresh vhost, with status asked twice: no NOT_FOUND warnings, no pika info lines."""
+    url = fresh_vhost(rabbit, "quiet-log")
+    config = tmp_path / "scbus.toml"
+    config.write_text(CONFIG.format(name="quiet", url=url).replace("expected_processes = 2", "expected_processes = 1"))
+    bus = Twistd(str(tmp_path), str(config))
+    try:
+        wait_in_log(bus, "busy: consuming", 60)
+        for _ in range(2):
+            status = scbus("status", "--config", str(config), "--timeout", "1.5")
+            assert status.returncode == 0, status.stdout + status.stderr
+        time.sleep(0.5)  # the bus logs a status call's channel closing after it answered
+        assert bus.terminate() == -signal.SIGTERM
+        log = bus.log()
+    finally:
+        bus.kill()
+    assert "busy: consuming" in log and "Server Shut Down" in log
+    assert "NOT_FOUND" not in log
+    assert re.findall(r"\[pika[\w.]*#\w+\]", log) == []
+    assert log.count("Received SIGTERM, shutting down.") == 1
