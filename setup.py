@@ -13,13 +13,13 @@ setup(
     # find_packages() cannot see twisted.plugins (no __init__.py, on purpose: one would
     # hide the plugin), so it is listed by name.
     packages=find_packages(include=["scbus", "scbus.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["scbus_plugin.py"]},
-    install_requires=["Twisted>=24.7", "zope.interface>=6", "pika>=1.4,<2"],
+    package_data={"twisted.plugins": ["scbus_plugin.py"], "scbus.web": ["static/*"]},
+    install_requires=["Twisted>=24.7", "zope.interface>=6", "pika>=1.4,<2", "prometheus-client>=0.17"],
     extras_require={
         "ssh": ["Twisted[conch]>=24.7"],
         "tls": ["Twisted[tls]>=24.7"],
         "txamqp": ["txAMQP==0.8.2"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "Twisted[tls,conch]>=24.7", "txAMQP==0.8.2"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "Twisted[tls,conch]>=24.7", "txAMQP==0.8.2", "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["scbus = scbus.cli:main"]},
     classifiers=[

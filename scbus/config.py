@@ -55,6 +55,7 @@ class BusConfig:
     #: A level per logger namespace (``pika``, ``scbus.transports.amqp``, an app's module).
     log_levels: dict[str, str] = dataclasses.field(default_factory=dict)
     grace_period: float = 10.0
+    log_format: str = "text"
 
 
 @dataclasses.dataclass
@@ -109,6 +110,7 @@ class Config:
     apps: dict[str, AppConfig]
     #: Problems that do not stop the bus (a console that will not start, ...).
     warnings: list[ConfigError] = dataclasses.field(default_factory=list)
+    http: HttpConfig = dataclasses.field(default_factory=lambda: HttpConfig())
 
     @property
     def base_dir(self) -> str:
@@ -233,6 +235,7 @@ BUS_KEYS: dict[str, Check] = {
     "log_level": _one_of(LOG_LEVELS),
     "log_levels": _levels_by_namespace,
     "grace_period": _seconds(0, 3600),
+    "log_format": _one_of(("text", "json")),
 }
 #: Keys every transport reads.
 TRANSPORT_KEYS: dict[str, Check] = {
@@ -283,7 +286,7 @@ APP_KEYS: dict[str, Check] = {
     "time_limit": _seconds(0.01, MAX_HOLD_SECONDS),
     "config": _table,
 }
-TABLES = ("bus", "transport", "console", "root", "apps")
+TABLES = ("bus", "transport", "console", "http", "root", "apps")
 
 
 class _Problems:
@@ -385,12 +388,13 @@ def _parse(raw: Mapping[str, Any], source: str) -> tuple[Config, _Problems]:
     bus = BusConfig(**_section(problems, "bus", raw.get("bus", {}), BUS_KEYS))
     transport = _transport(problems, raw.get("transport", {}))
     console = _console(problems, raw.get("console", {}))
+    http = _http(problems, raw.get("http", {}))
     root = raw.get("root", {})
     if not isinstance(root, dict):
         problems.add("root", f"must be a table, got {_shown(root)}")
         root = {}
     apps = _apps(problems, raw.get("apps", {}))
-    config = Config(source, bus, transport, console, root, apps, warnings=problems.warnings)
+    config = Config(source, bus, transport, console, root, apps, warnings=problems.warnings, http=http)
     return config, problems
 
 
@@ -547,6 +551,37 @@ def _check_passwd_file(problems: _Problems, console: ConsoleConfig) -> None:
             key, f"{path} can be read by every user (mode {stat.filemode(mode)}), exposing "
             f"the hashes; chmod 600 {path} (or 640 for a group)"
         )
+
+
+@dataclasses.dataclass
+class HttpConfig:
+    """The operator's HTTP endpoints (health, metrics, status page); off without a port."""
+
+    port: int | None = None
+    interface: str = "127.0.0.1"
+    allow_remote: bool = False
+    #: The environment variable holding the bearer token of the writing endpoints.
+    token_env: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None
+
+
+HTTP_KEYS: dict[str, Check] = {
+    "port": _port, "interface": _address, "allow_remote": _bool, "token_env": _nonempty_str,
+}
+
+
+def _http(problems: _Problems, table: Any) -> HttpConfig:
+    http = HttpConfig(**_section(problems, "http", table, HTTP_KEYS))
+    if http.enabled and not http.allow_remote and not _is_loopback(http.interface):
+        problems.add(
+            "http.interface",
+            f"{http.interface!r} is not a loopback address; set allow_remote = true to serve "
+            "the status page and metrics there on purpose",
+        )
+    return http
 
 
 def _is_loopback(address: str) -> bool:

@@ -10,7 +10,7 @@ grace period, and leaves the rest unacknowledged for the transport to deliver ag
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -105,6 +105,11 @@ class MainMessageBus(Service):
         self._abandoned = False
         self._drained: Deferred[None] | None = None
         self.started_at: float | None = None
+        #: Callables C{observer(app_name, handling_seconds, queued_seconds, results)},
+        #: called as a handler run's results go out (metrics, status pages). The timings
+        #: are None for idle runs; C{queued_seconds} is from the message's creation to its
+        #: handling. An observer must not raise.
+        self.observers: list[Callable[[str, float | None, float | None, list[Message]], None]] = []
 
     def __repr__(self) -> str:
         return f"<MainMessageBus {self.name!r} apps={sorted(self._apps)} running={self.running}>"
@@ -353,6 +358,8 @@ class MainMessageBus(Service):
     ) -> Deferred[Any] | None:
         if self._abandoned:
             raise _Abandoned()
+        if self.observers:
+            self._notify(app, delivery, messages)
         if not messages:
             return None
         if len(messages) == 1:
@@ -360,6 +367,25 @@ class MainMessageBus(Service):
         return gatherResults(
             [self._send_one(m, app, delivery) for m in messages], consumeErrors=True
         )
+
+    def _notify(self, app: _App, delivery: IDelivery | None, messages: list[Message]) -> None:
+        handling = queued = None
+        started = app.in_flight.get(delivery) if delivery is not None else None
+        if started is not None:
+            handling = max(0.0, self._reactor.seconds() - started)
+            queued = max(0.0, started - delivery.message.created_at)
+        for observer in self.observers:
+            observer(app.name, handling, queued, messages)
+
+    def readiness(self) -> dict[str, str]:
+        """Per app: C{consuming}, C{paused}, C{setting up} (subscriptions not in place) or C{stopping}."""
+        return {
+            name: "stopping" if self._stopping or not self.running
+            else "setting up" if not app.ready
+            else "paused" if app.paused
+            else "consuming"
+            for name, app in self._apps.items()
+        }
 
     def _send_one(self, message: Message, app: _App, delivery: IDelivery | None) -> Deferred[Any]:
         d = self.transport.send(message)

@@ -82,6 +82,12 @@ def make_bus_service(
         except ConfigError as e:
             sys.stderr.write(f"scbus: {e}\n")
             raise SystemExit(2) from None
+    if config.http.enabled:
+        from .web import make_http_service
+
+        top.add_listener(
+            make_http_service(bus, config.http, max_message_size=config.transport.max_message_size)
+        )
     return top
 
 
@@ -95,4 +101,8 @@ def makeService(options: Options) -> Any:
     if options.parent is None:  # not under twistd: the caller owns logging
         return service
     predicate = level_filter(config.bus.log_level, config.bus.log_levels)
+    if config.bus.log_format == "json":
+        from .jsonlog import twistd_json_observer
+
+        return FilteredLogRoot(service, twistd_json_observer(options.parent, predicate))
     return FilteredLogRoot(service, twistd_observer(options.parent, predicate))
