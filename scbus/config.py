@@ -97,6 +97,8 @@ class AppConfig:
     retry_delay: float = 1.0
     retry_max_delay: float = 60.0
     time_limit: float | None = None
+    #: Seconds a delivery may stay in flight before ``scbus status`` calls the app stuck.
+    stuck_after: float = 300.0
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -284,6 +286,7 @@ APP_KEYS: dict[str, Check] = {
     "retry_delay": _seconds(0, MAX_HOLD_SECONDS),
     "retry_max_delay": _seconds(0, MAX_HOLD_SECONDS),
     "time_limit": _seconds(0.01, MAX_HOLD_SECONDS),
+    "stuck_after": _seconds(0.1, 86_400),
     "config": _table,
 }
 TABLES = ("bus", "transport", "console", "http", "root", "apps")

@@ -110,7 +110,9 @@ def assess(
     Problems: an expected app that fewer answering processes run than expected (a
     process died); an app whose queue has more consumers than processes answered for it
     (a process alive on the broker but not answering: wedged, or too slow for the
-    deadline). C{expected_apps} maps app names to how many processes should run them.
+    deadline); an app whose oldest delivery in flight is older than its C{stuck_after}
+    (a handler that never returns). C{expected_apps} maps app names to how many
+    processes should run them.
     """
     if not isinstance(expected_apps, dict):
         expected_apps = {app: 1 for app in expected_apps}
@@ -128,6 +130,8 @@ def assess(
                 f"app {app}: no live process answered" if not live
                 else f"app {app}: {live} live process(es) answered, {wanted} expected"
             )
+    for answer in answers:
+        problems += _stuck(answer)
     for app, count in consumers.items():
         answering = len(running.get(app, []))
         if count is not None and count > answering:
@@ -136,6 +140,18 @@ def assess(
                 "answered: a process is not answering (wedged or overloaded)"
             )
     return Health(answers, problems, dict(consumers), dict(queued or {}))
+
+
+def _stuck(answer: dict[str, Any]) -> list[str]:
+    found = []
+    for s in answer.get("app_status", []):
+        age, limit = s.get("oldest_in_flight_age"), s.get("stuck_after")
+        if isinstance(age, (int, float)) and isinstance(limit, (int, float)) and age > limit:
+            found.append(
+                f"app {s.get('name')} in {answer['process']}: stuck: a delivery has been in "
+                f"flight for {age:.0f}s, over stuck_after ({limit:g}s)"
+            )
+    return found
 
 
 def ago(moment: float | None, now: float) -> str:

@@ -33,6 +33,9 @@ log = Logger()
 #: in-memory queue cannot starve timers, the console or other apps.
 PUMP_BUDGET = 64
 
+#: Default seconds a delivery may stay in flight before its app counts as stuck.
+STUCK_AFTER = 300.0
+
 
 @dataclasses.dataclass
 class AppStatus:
@@ -56,15 +59,20 @@ class AppStatus:
     buffered: int = 0
     heartbeat_lag: float | None = None
     heartbeat_at: float | None = None
+    stuck_after: float | None = None
 
 
 class _App:
     """The main bus's bookkeeping for one app."""
 
-    def __init__(self, name: str, bus: ApplicationMessageBus, max_in_flight: int) -> None:
+    def __init__(
+        self, name: str, bus: ApplicationMessageBus, max_in_flight: int, stuck_after: float | None
+    ) -> None:
         self.name = name
         self.bus = bus
         self.max_in_flight = max_in_flight
+        self.stuck_after = stuck_after
+        self.stuck = False
         self.waiting: set[Deferred[Any]] = set()
         self.in_flight: dict[IDelivery, float] = {}
         self.loops: dict[timedelta, LoopingCall] = {}
@@ -104,6 +112,8 @@ class MainMessageBus(Service):
         self._stopping = False
         self._abandoned = False
         self._drained: Deferred[None] | None = None
+        self._stuck_watch = LoopingCall(self._watch_stuck)
+        self._stuck_watch.clock = reactor
         self.started_at: float | None = None
         #: Callables C{observer(app_name, handling_seconds, queued_seconds, results)},
         #: called as a handler run's results go out (metrics, status pages). The timings
@@ -123,18 +133,22 @@ class MainMessageBus(Service):
         subscriptions: Subscriptions | None = None,
         *,
         max_in_flight: int = 10,
+        stuck_after: float | None = STUCK_AFTER,
     ) -> None:
         """
         Run C{app_bus} under C{name}. C{subscriptions} (what the builder returned) is
-        accepted for the seed's signature; the app bus has already checked it.
+        accepted for the seed's signature; the app bus has already checked it. An app
+        whose oldest delivery has been in flight over C{stuck_after} seconds (None: never)
+        is stuck: its status says so and the log warns, once per episode.
         """
         if name in self._apps:
             raise ValueError(f"an app named {name!r} was already added")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
-        app = self._apps[name] = _App(name, app_bus, max_in_flight)
+        app = self._apps[name] = _App(name, app_bus, max_in_flight, stuck_after)
         if self.running:
             self._start_app(app)
+            self._start_stuck_watch()
 
     @property
     def clock(self) -> Any:
@@ -176,10 +190,13 @@ class MainMessageBus(Service):
         self.transport.serve_control(self.control.handle)
         for app in self._apps.values():
             self._start_app(app)
+        self._start_stuck_watch()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
+        if self._stuck_watch.running:
+            self._stuck_watch.stop()
         for app in self._apps.values():
             self._withdraw(app)
             for loop in app.loops.values():
@@ -496,6 +513,44 @@ class MainMessageBus(Service):
                 "{app}: results of idle {interval} not sent", failure, app=app.name, interval=interval
             )
 
+    # --- stuck apps -------------------------------------------------------------------------
+
+    def _start_stuck_watch(self) -> None:
+        limits = [app.stuck_after for app in self._apps.values() if app.stuck_after is not None]
+        if not limits:
+            return
+        interval = max(0.25, min(10.0, min(limits) / 4))
+        if self._stuck_watch.running:
+            if self._stuck_watch.interval <= interval:
+                return
+            self._stuck_watch.stop()
+        self._stuck_watch.start(interval, now=False).addErrback(
+            lambda f: log.failure("the stuck-app watch died", f)
+        )
+
+    def _watch_stuck(self) -> None:
+        """Warn once when an app's oldest delivery passes its limit; say when it clears."""
+        now = self._reactor.seconds()
+        for app in self._apps.values():
+            if app.stuck_after is None:
+                continue
+            oldest = min(app.in_flight.items(), key=lambda item: item[1], default=None)
+            age = None if oldest is None else now - oldest[1]
+            if age is not None and age > app.stuck_after:
+                if not app.stuck:
+                    app.stuck = True
+                    message = oldest[0].message
+                    log.warn(
+                        "{app}: stuck: {type} {id} has been in flight for {age:.0f}s, over "
+                        "stuck_after ({limit}s); its handler may never return (status "
+                        "reports the app unhealthy until it does)",
+                        app=app.name, type=message.wire_name, id=message.id, age=age,
+                        limit=app.stuck_after,
+                    )
+            elif app.stuck:
+                app.stuck = False
+                log.info("{app}: no longer stuck", app=app.name)
+
     # --- status -----------------------------------------------------------------------------
 
     def status(self) -> Deferred[list[AppStatus]]:
@@ -530,6 +585,7 @@ class MainMessageBus(Service):
             buffered=self.transport.buffered(app.name),
             heartbeat_lag=app.bus.last_heartbeat_lag,
             heartbeat_at=app.bus.last_heartbeat_at,
+            stuck_after=app.stuck_after,
         )
 
     def _app(self, name: str) -> _App:

@@ -44,6 +44,7 @@ queue_type = "{queue_type}"
 builder = "tests.noloss_app:make_numbers"
 max_in_flight = {in_flight}
 threads = {threads}
+stuck_after = {stuck_after}
 config = {{ poison = {poison} }}
 """
 
@@ -55,7 +56,7 @@ class Bus:
         self.tmp_path = tmp_path
         self.app = app
         self.urls = urls
-        self.options = {"heartbeat": 5, "queue_type": "classic", "in_flight": IN_FLIGHT, "threads": 0, "poison": [], "grace": 5, "client": "pika", **options}
+        self.options = {"heartbeat": 5, "queue_type": "classic", "in_flight": IN_FLIGHT, "threads": 0, "poison": [], "grace": 5, "client": "pika", "stuck_after": 300, **options}
         self.runs: list[Twistd] = []
 
     def start(self) -> Twistd:
@@ -276,6 +277,31 @@ def test_sigterm_finishes_in_flight_and_leaves_the_rest_queued(rabbit, bus_facto
     figures = finish("SIGTERM mid-stream", producer, collector, set(range(total)),
                      handled_before_stop=len(handled), queued_at_stop=waiting)
     assert figures["lost"] == 0 and figures["duplicated"] == 0
+
+
+def test_a_handler_that_never_returns_makes_status_unhealthy(rabbit, bus_factory):
+    bus = bus_factory("wedged", [rabbit.url], threads=1, in_flight=1, stuck_after=2)
+    bus.start()
+    producer = Producer(rabbit.url)
+    producer.declare_type("noloss.Slow")
+    producer.publish("noloss.Slow", {"n": 1, "seconds": 600})
+    config = os.path.join(bus.current.workdir, "scbus.toml")
+    wait_in_log(bus.current, f"{bus.app}: stuck: noloss.Slow", 30)
+    status = _scbus_status(config)
+    assert status.returncode == 1, status.stdout + status.stderr
+    [problem] = [line for line in status.stdout.splitlines() if line.startswith("PROBLEM:")]
+    pid = bus.current.process.pid
+    assert problem.startswith(f"PROBLEM: app {bus.app} in {bus.app}-0@") and f":{pid}: stuck" in problem
+    time.sleep(3)
+    assert bus.current.log().count(f"{bus.app}: stuck:") == 1  # once per episode
+
+
+def _scbus_status(config):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "scbus.cli", "status", "--config", config, "--timeout", "2"],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_poison_message_is_quarantined_and_the_rest_handled(rabbit, bus_factory):

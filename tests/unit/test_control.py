@@ -3,6 +3,9 @@
 import json
 import os
 
+from twisted.internet.defer import Deferred
+
+from scbus.appbus import ApplicationMessageBus
 from scbus.control import assess, process_name, render
 from scbus.console import make_namespace
 from scbus.message import HeartbeatMessage, Message
@@ -81,3 +84,29 @@ def test_console_processes_and_lag():
     d = ns["lag"]("worker", wait=1.0)
     h.advance(1.0)
     assert "heartbeat lag" in repr(result_of(d))
+
+
+def test_an_app_whose_oldest_delivery_is_past_stuck_after_is_unhealthy():
+    h = BusHarness()
+    pending = []
+    subscriptions = {Job: lambda m: pending.append(Deferred()) or pending[-1]}
+    app = ApplicationMessageBus("wedged", subscriptions, reactor=h.clock)
+    h.bus.add_app("wedged", app, subscriptions, stuck_after=5)
+    h.start()
+    h.send(Job(n=1))
+    h.advance(4)
+
+    def health():
+        return assess(result_of(h.transport.ask({"op": "status"}, 1.0)), {"wedged": 1})
+
+    assert health().healthy
+    h.advance(2)
+    found = health()
+    assert found.problems == [
+        f"app wedged in {process_name('test')}: stuck: a delivery has been in flight for 6s, "
+        "over stuck_after (5s)"
+    ]
+    assert f"PROBLEM: app wedged in {process_name('test')}: stuck" in render(found)
+    pending[0].callback(None)
+    h.flush()
+    assert health().healthy

@@ -426,3 +426,29 @@ def test_an_idle_handler_whose_report_cannot_be_built_keeps_its_loop(logged, mon
     w.clock.advance(1)
     w.clock.advance(1)
     assert len(runs) == 2
+
+
+def test_a_stuck_app_is_logged_at_warn_once_per_episode(logged):
+    w = World()
+    pending = []
+    w.add("app", {Job: lambda m: pending.append(Deferred()) or pending[-1]}, stuck_after=8)
+    w.add("other", {Done: lambda m: None})  # no limit given: the default applies
+    w.start()
+    w.send(Job(n=1))
+    for _ in range(30):
+        w.clock.advance(1)
+
+    def warnings():
+        return [line for line in logged("warn") if "stuck" in line]
+
+    assert len(warnings()) == 1
+    assert warnings()[0].startswith("app: stuck: test.mainbus.Job ") and "over stuck_after (8" in warnings()[0]
+    pending[0].callback(None)
+    w.clock.advance(2)
+    assert "app: no longer stuck" in logged("info")
+    w.send(Job(n=2))
+    for _ in range(10):
+        w.clock.advance(1)
+    assert len(warnings()) == 2  # a new episode
+    [status] = [s for s in result_of(w.bus.status()) if s.name == "other"]
+    assert status.stuck_after == 300.0
