@@ -1,7 +1,7 @@
 """
 The C{scbus} command: small operator tools beside the twistd plugin.
 
-  scbus hash-password                 make a console password hash (reads it twice)
+  scbus hash-password [--stdin]       make a console password hash (asks twice, or reads a line)
   scbus check-config FILE             load FILE and call every app's builder, as twistd would
   scbus status --config FILE [--json] every live bus process and its apps; exit 1 if unhealthy
   scbus ping --config FILE [--process P] [--app A]   is it answering, and how fast
@@ -26,10 +26,26 @@ __all__ = ["main"]
 
 def _hash_password(args: argparse.Namespace) -> int:
     if args.stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        try:
+            password = _one_line(sys.stdin.readline())
+        except UnicodeDecodeError:
+            print("scbus: the password on standard input is not UTF-8 text", file=sys.stderr)
+            return 2
+    elif not sys.stdin.isatty():
+        print(
+            "scbus: no terminal to ask for the password on; pipe it in instead: "
+            "scbus hash-password --stdin < password-file",
+            file=sys.stderr,
+        )
+        return 2
     else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
+        try:
+            password = getpass.getpass("Password: ")
+            again = getpass.getpass("Again: ")
+        except (KeyboardInterrupt, Exception) as e:  # EOF, no tty, termios.error, ...
+            print(f"scbus: cannot read the password from the terminal ({type(e).__name__})", file=sys.stderr)
+            return 2
+        if again != password:
             print("scbus: the passwords differ", file=sys.stderr)
             return 1
     if not password:
@@ -37,6 +53,14 @@ def _hash_password(args: argparse.Namespace) -> int:
         return 1
     print(hash_password(password))
     return 0
+
+
+def _one_line(text: str) -> str:
+    """The line without its ending: one \\n or \\r\\n, as a shell or Windows editor writes it."""
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -129,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scbus", description="scbus operator tools")
     commands = parser.add_subparsers(dest="command", required=True)
     hp = commands.add_parser("hash-password", help="make a console password hash")
-    hp.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    hp.add_argument(
+        "--stdin", action="store_true",
+        help="read the password from the first line of standard input (for scripts)",
+    )
     hp.set_defaults(run=_hash_password)
     cc = commands.add_parser("check-config", help="check a config file and its app builders")
     cc.add_argument("file")

@@ -1,66 +1,112 @@
 """
-Console password hashes: PBKDF2-SHA256, stored as C{pbkdf2_sha256$ITERATIONS$SALT$HASH}.
+Console password hashes.
 
-Only hashes are ever configured or stored; C{scbus hash-password} makes one.
+New hashes are scrypt (OWASP's N=2**14, r=8, p=5: 16 MiB and the work of N=2**17, p=1),
+stored as C{scrypt$LOG2_N$R$P$SALT$HASH}. Hashes of the first scheme,
+C{pbkdf2_sha256$ITERATIONS$SALT$HASH}, are still verified. Only hashes are ever
+configured or stored; C{scbus hash-password} makes one.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 
 __all__ = ["hash_password", "verify_password", "is_password_hash", "SCHEME"]
 
-SCHEME = "pbkdf2_sha256"
-ITERATIONS = 200_000
+SCHEME = "scrypt"
+LOG2_N, BLOCK_SIZE, PARALLELISM = 14, 8, 5
+PBKDF2_SCHEME = "pbkdf2_sha256"
+#: Stored parameters are bounded, so a hash cannot ask for more than 256 MiB.
+_SCRYPT_BOUNDS = {"log2_n": (10, 17), "r": (1, 16), "p": (1, 16)}
+_MAX_MEMORY = 512 * 1024 * 1024
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def hash_password(password: str, *, iterations: int = ITERATIONS, salt: bytes | None = None) -> str:
+def hash_password(
+    password: str, *, iterations: int | None = None, salt: bytes | None = None
+) -> str:
+    """
+    A scrypt hash of C{password}. With C{iterations}, a PBKDF2-SHA256 hash of the first
+    scheme instead (tests use a few iterations to stay fast).
+    """
     salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return f"{SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
+    secret = password.encode("utf-8")
+    if iterations is not None:
+        digest = hashlib.pbkdf2_hmac("sha256", secret, salt, iterations)
+        return f"{PBKDF2_SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
+    digest = _scrypt(secret, salt, LOG2_N, BLOCK_SIZE, PARALLELISM)
+    return f"{SCHEME}${LOG2_N}${BLOCK_SIZE}${PARALLELISM}${_b64(salt)}${_b64(digest)}"
 
 
-def _parse(stored: str) -> tuple[int, bytes, bytes] | None:
+def _scrypt(secret: bytes, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(secret, salt=salt, n=2**log2_n, r=r, p=p, maxmem=_MAX_MEMORY, dklen=32)
+
+
+#: A parsed hash: a function of the password's bytes, and the digest it must give.
+_Parsed = tuple[Callable[[bytes], bytes], bytes]
+
+
+def _parse(stored: str) -> _Parsed | None:
     parts = stored.split("$")
-    if len(parts) != 4 or parts[0] != SCHEME:
-        return None
     try:
-        iterations = int(parts[1])
-        salt = base64.b64decode(parts[2], validate=True)
-        digest = base64.b64decode(parts[3], validate=True)
+        if parts[0] == SCHEME and len(parts) == 6:
+            log2_n, r, p = (int(x) for x in parts[1:4])
+            if any(
+                not low <= value <= high
+                for value, (low, high) in zip((log2_n, r, p), _SCRYPT_BOUNDS.values(), strict=True)
+            ):
+                return None
+            salt, digest = _decode(parts[4]), _decode(parts[5])
+            if not salt or len(digest) != 32:
+                return None
+            return functools.partial(_scrypt_of, salt=salt, log2_n=log2_n, r=r, p=p), digest
+        if parts[0] == PBKDF2_SCHEME and len(parts) == 4:
+            iterations = int(parts[1])
+            salt, digest = _decode(parts[2]), _decode(parts[3])
+            if iterations < 1 or not salt or len(digest) != 32:
+                return None
+            return functools.partial(hashlib.pbkdf2_hmac, "sha256", salt=salt, iterations=iterations), digest
     except ValueError:
         return None
-    if iterations < 1 or not salt or len(digest) != 32:
-        return None
-    return iterations, salt, digest
+    return None
+
+
+def _scrypt_of(secret: bytes, *, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+    return _scrypt(secret, salt, log2_n, r, p)
+
+
+def _decode(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
 
 
 def is_password_hash(stored: str) -> bool:
     return _parse(stored) is not None
 
 
-_DUMMY = hash_password("scbus-unknown-user", salt=b"\0" * 16)
+@functools.cache
+def _dummy() -> _Parsed:
+    """Made at the first failed lookup, not at import: every C{scbus} command imports us."""
+    parsed = _parse(hash_password("scbus-unknown-user", salt=b"\0" * 16))
+    assert parsed is not None
+    return parsed
 
 
 def verify_password(password: str | bytes, stored: str | None) -> bool:
     """
-    True when C{password} matches C{stored}. With C{stored} None (an unknown user) the
-    same work is done, so timing does not tell which user names exist.
+    True when C{password} matches C{stored}. With C{stored} None (an unknown user) or
+    unreadable, the same work is done, so timing does not tell which user names exist.
     """
-    parsed = _parse(stored if stored is not None else _DUMMY)
-    if parsed is None:
-        parsed = _parse(_DUMMY)
-        stored = None
-    assert parsed is not None
-    iterations, salt, expected = parsed
+    parsed = _parse(stored) if stored is not None else None
+    known = parsed is not None
+    derive, expected = parsed if parsed is not None else _dummy()
     if isinstance(password, str):
         password = password.encode("utf-8")
-    digest = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
-    return hmac.compare_digest(digest, expected) and stored is not None
+    return hmac.compare_digest(derive(password), expected) and known
