@@ -25,6 +25,7 @@ from typing import Any
 
 from .appbus import ApplicationMessageBus, check_subscriptions
 from .errors import ConfigError, ConfigProblems, InvalidSubscriptions
+from .idleloops import IDLE_MODES
 from .passwords import is_password_hash
 
 __all__ = [
@@ -93,6 +94,8 @@ class AppConfig:
     max_in_flight: int = 10
     #: How many live processes should run this app (``scbus status`` checks it).
     expected_processes: int = 1
+    #: "one" live process runs the app's idle handlers (over RabbitMQ), or "every" process.
+    idle: str = "one"
     retries: int = 0
     retry_delay: float = 1.0
     retry_max_delay: float = 60.0
@@ -282,6 +285,7 @@ APP_KEYS: dict[str, Check] = {
     "threads": _integer(0, 256),
     "max_in_flight": _integer(1, 10_000),
     "expected_processes": _integer(0, 1000),
+    "idle": _one_of(IDLE_MODES),
     "retries": _integer(0, 100),
     "retry_delay": _seconds(0, MAX_HOLD_SECONDS),
     "retry_max_delay": _seconds(0, MAX_HOLD_SECONDS),

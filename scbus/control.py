@@ -165,6 +165,13 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
+def _idle_cell(status: dict[str, Any]) -> str:
+    """Whether this process runs the app's idle handlers ("runs"), or "-"."""
+    if not status.get("idle"):
+        return "-"
+    return "runs" if status.get("runs_idle") else "standby"
+
+
 def render(health: Health, now: float | None = None) -> str:
     """One table of processes, one of apps, then the problems."""
     now = time.time() if now is None else now
@@ -175,7 +182,7 @@ def render(health: Health, now: float | None = None) -> str:
         processes.append((a["process"], str(a.get("version", "?")), uptime, ",".join(a.get("apps", []))))
     lines += table(processes) if len(processes) > 1 else ["(no process answered)"]
     apps = [("app", "process", "queued", "in flight", "handled", "errors", "redelivered",
-             "last handled", "oldest in flight", "heartbeat lag", "paused")]
+             "last handled", "oldest in flight", "heartbeat lag", "paused", "idle")]
     for a in sorted(health.answers, key=lambda a: a["process"]):
         for s in a.get("app_status", []):
             oldest = s.get("oldest_in_flight_age")
@@ -189,6 +196,7 @@ def render(health: Health, now: float | None = None) -> str:
                 "-" if oldest is None else f"{oldest:.1f}s",
                 "-" if lag is None else f"{lag:.3f}s",
                 "yes" if s.get("paused") else "no",
+                _idle_cell(s),
             ))
     if len(apps) > 1:
         lines += [""] + table(apps)

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from .appbus import ApplicationMessageBus, Subscriptions
 from .errors import EncodeError, TransportError
+from .idleloops import IdleLoops
 from .interfaces import IDelivery, ITransport
 from .message import AppErrorOccurredMessage, Message
 
@@ -60,13 +61,16 @@ class AppStatus:
     heartbeat_lag: float | None = None
     heartbeat_at: float | None = None
     stuck_after: float | None = None
+    #: This process runs the app's idle handlers now (with idle = "one", only one does).
+    runs_idle: bool = False
 
 
 class _App:
     """The main bus's bookkeeping for one app."""
 
     def __init__(
-        self, name: str, bus: ApplicationMessageBus, max_in_flight: int, stuck_after: float | None
+        self, name: str, bus: ApplicationMessageBus, max_in_flight: int, stuck_after: float | None,
+        idle: IdleLoops,
     ) -> None:
         self.name = name
         self.bus = bus
@@ -75,7 +79,7 @@ class _App:
         self.stuck = False
         self.waiting: set[Deferred[Any]] = set()
         self.in_flight: dict[IDelivery, float] = {}
-        self.loops: dict[timedelta, LoopingCall] = {}
+        self.idle = idle
         self.ready = False
         self.paused = False
         self.pumping = False
@@ -134,18 +138,21 @@ class MainMessageBus(Service):
         *,
         max_in_flight: int = 10,
         stuck_after: float | None = STUCK_AFTER,
+        idle: str = "one",
     ) -> None:
         """
         Run C{app_bus} under C{name}. C{subscriptions} (what the builder returned) is
         accepted for the seed's signature; the app bus has already checked it. An app
         whose oldest delivery has been in flight over C{stuck_after} seconds (None: never)
-        is stuck: its status says so and the log warns, once per episode.
+        is stuck: its status says so and the log warns, once per episode. C{idle}: "one"
+        live process runs the idle handlers (over a shared transport), or "every".
         """
         if name in self._apps:
             raise ValueError(f"an app named {name!r} was already added")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
-        app = self._apps[name] = _App(name, app_bus, max_in_flight, stuck_after)
+        loops = IdleLoops(name, app_bus.intervals, lambda i: self._run_idle(app, i), self._reactor, idle)
+        app = self._apps[name] = _App(name, app_bus, max_in_flight, stuck_after, loops)
         if self.running:
             self._start_app(app)
             self._start_stuck_watch()
@@ -199,10 +206,7 @@ class MainMessageBus(Service):
             self._stuck_watch.stop()
         for app in self._apps.values():
             self._withdraw(app)
-            for loop in app.loops.values():
-                if loop.running:
-                    loop.stop()
-            app.loops.clear()
+            app.idle.stop()
         in_flight = sum(len(app.in_flight) for app in self._apps.values())
         if not in_flight:
             self._stop_apps()
@@ -258,18 +262,12 @@ class MainMessageBus(Service):
         if not self.running:
             return
         app.ready = True
-        for interval in app.bus.intervals:
-            loop = LoopingCall(self._run_idle, app, interval)
-            loop.clock = self._reactor
-            app.loops[interval] = loop
-            loop.start(interval.total_seconds(), now=False).addErrback(
-                lambda f, a=app.name: log.failure("{app}: idle loop died", f, app=a)
-            )
+        app.idle.start(self.transport)
         log.info(
             "{app}: subscribed to {types}; {idle} idle handler(s)",
             app=app.name,
             types=", ".join(t.wire_name for t in app.bus.message_types),
-            idle=len(app.loops),
+            idle=len(app.idle.intervals),
         )
         self._pump(app)
 
@@ -497,7 +495,7 @@ class MainMessageBus(Service):
     # --- idle handlers ----------------------------------------------------------------------
 
     def _run_idle(self, app: _App, interval: timedelta) -> Deferred[Any] | None:
-        if app.paused or self._stopping:
+        if app.paused or self._stopping or not app.idle.may_run():
             return None
         try:
             d = app.bus.idle(interval)
@@ -586,6 +584,7 @@ class MainMessageBus(Service):
             heartbeat_lag=app.bus.last_heartbeat_lag,
             heartbeat_at=app.bus.last_heartbeat_at,
             stuck_after=app.stuck_after,
+            runs_idle=app.idle.running,
         )
 
     def _app(self, name: str) -> _App:

@@ -74,7 +74,9 @@ def make_bus_service(
     for name, subs in subscriptions.items():
         app = config.apps[name]
         app_bus = ApplicationMessageBus(name, subs, reactor=reactor, **app_bus_options(app))
-        bus.add_app(name, app_bus, subs, max_in_flight=app.max_in_flight, stuck_after=app.stuck_after)
+        bus.add_app(
+            name, app_bus, subs, max_in_flight=app.max_in_flight, stuck_after=app.stuck_after, idle=app.idle
+        )
     top = BusServiceTree(transport, bus)
     if config.console.enabled:
         try:

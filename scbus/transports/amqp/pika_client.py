@@ -186,7 +186,7 @@ def pika_factory(settings: AMQPSettings, reactor: Any, connection_name: str) -> 
     parameters = pika.ConnectionParameters(
         virtual_host=settings.vhost,
         credentials=pika.PlainCredentials(settings.username, settings.password),
-        heartbeat=settings.heartbeat,
+        heartbeat=settings.broker_heartbeat,
         client_properties={"connection_name": connection_name, "product": "scbus"},
         connection_attempts=1,
     )

@@ -38,6 +38,7 @@ from .connector import Reconnector
 from .control_plane import ControlPlane
 from .endpoints import broker_endpoint
 from .holding import HoldingAreas
+from .idle_lease import IdleLease, IdleLeases
 from .client import persistent_copy, reason_text, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 
@@ -193,6 +194,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         self._control: Any = None
         self._asks: dict[str, list[dict[str, Any]]] = {}
         self._process_id = uuid.uuid4().hex[:16]
+        self._idle_leases = IdleLeases(reactor, settings.heartbeat, settings.queue_type)
 
     def __repr__(self) -> str:
         state = "connected" if self._session and self._session.ready else "disconnected"
@@ -240,6 +242,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
 
     async def _stop(self) -> None:
         self._stopping = True
+        self._idle_leases.disconnected()
         for loop in (self._sweeper, self._watchdog):
             if loop.running:
                 loop.stop()
@@ -274,6 +277,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         await self._start_unrouted_log(session)
         await self._start_dead_watch(session)
         await self._start_control(session)
+        self._idle_leases.connected(connection)
         session.ready = True
         self.connections += 1
         log.info("AMQP transport connected (session {n}) to {broker}", n=session.number, broker=self.settings.describe())
@@ -322,6 +326,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
 
     def _lost(self, reason: Any, session: _Session) -> None:
         session.alive = False
+        self._idle_leases.disconnected(session.connection)
         if self._session is session:
             self._session = None
         for app in self._apps.values():
@@ -406,6 +411,10 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         if self._usable(session):
             log.warn("{app}: channel closed ({reason}); consuming again", app=app.name, reason=reason_text(reason))
             self._reactor.callLater(0.5, self._retry_app, session, app)
+
+    def idle_lease(self, app_name: str, on_change: Any) -> IdleLease:
+        """Run C{app_name}'s idle handlers in one live process: see L{idle_lease}."""
+        return self._idle_leases.want(app_name, on_change)
 
     # --- retrieving ---------------------------------------------------------------------------
 

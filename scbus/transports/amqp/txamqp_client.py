@@ -261,7 +261,7 @@ class TxConnection(ConnectionWatch, FixedClient):
     """txAMQP's client, speaking the seam. C{ready} fires after login and connection.open."""
 
     def __init__(self, settings: AMQPSettings, reactor: Any, spec: Any) -> None:
-        super().__init__(_Delegate(), settings.vhost, spec, heartbeat=settings.heartbeat, clock=reactor)
+        super().__init__(_Delegate(), settings.vhost, spec, heartbeat=settings.broker_heartbeat, clock=reactor)
         self._settings = settings
         self._watch_start(reactor)
         self.ready: Deferred[None] | None = Deferred()
