@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from .errorlog import ErrorLogLimiter, format_traceback
 from .errors import HandlerTimeout, InvalidSubscriptions
 from .logcapture import CapturedLog, install as install_log_capture, run_capturing
 from .message import (
@@ -205,6 +206,7 @@ class ApplicationMessageBus:
         self.last_heartbeat_lag: float | None = None
         self.last_heartbeat_at: float | None = None
         self._running_in_pool = 0
+        self._error_log = ErrorLogLimiter(reactor)
         install_log_capture()
 
     def __repr__(self) -> str:
@@ -410,14 +412,19 @@ class ApplicationMessageBus:
             error_type = "TypeError"
         self.last_error = f"{error_type}: {error}"
         what = message.wire_name if message is not None else f"idle {interval}"
-        log.warn(
-            "{app}: handler {handler} failed on {what}: {error_type}: {error}",
-            app=self.name,
-            handler=_handler_name(handler),
-            what=what,
-            error_type=error_type,
-            error=error,
-        )
+        frames = _frames(failure)
+        if self._error_log.admit(self.name, error_type):
+            log.warn(
+                "{app}: handler {handler} failed on {what}: {error_type}: {error} "
+                "({captured} log line(s) captured)\n{traceback}",
+                app=self.name,
+                handler=_handler_name(handler),
+                what=what,
+                error_type=error_type,
+                error=error,
+                captured=len(captured.records) + captured.dropped,
+                traceback=format_traceback(frames, error_type, error),
+            )
         if message is not None:
             self.handled += 1
             self.last_handled_at = self._reactor.seconds()
@@ -433,7 +440,7 @@ class ApplicationMessageBus:
             message=_as_data(message.to_dict()) if message is not None else None,
             error=error,
             error_type=error_type,
-            traceback=_frames(failure),
+            traceback=frames,
             log=_as_data(captured.as_data()),
             handler=_handler_name(handler),
             interval=interval.total_seconds() if interval is not None else None,

@@ -125,6 +125,10 @@ def test_run_the_bus_log_into_the_console_and_stop_it(tmp_path, run_twistd):
     assert "Received SIGTERM" in log and "Server Shut Down" in log
     assert "Traceback" not in log
     assert "open sesame" not in log
+    # The handler's error reached the log with its traceback and its captured lines.
+    entry = re.search(r"flaky: handler \S+ failed on squares\.Squared: ValueError: .*\n(?:\t.*\n)*?\tValueError: .*", log)
+    assert entry is not None, log
+    assert "log line(s) captured)" in entry.group(0) and ", in on_squared" in entry.group(0)
 
 
 def test_the_example_config_runs_as_the_readme_says(tmp_path, run_twistd):

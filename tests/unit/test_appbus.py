@@ -21,6 +21,7 @@ from scbus.message import (
 from scbus.testing import result_of
 
 from ..helpers import ThreadedClock
+from .test_mainbus import logged  # noqa: F401 - a fixture
 
 stdlib_log = logging.getLogger("tests.appbus")
 twisted_log = Logger(namespace="tests.appbus")
@@ -326,3 +327,37 @@ def test_threaded_app_runs_handlers_off_the_reactor_thread_and_captures_logs():
     finally:
         bus.stop()
     assert threads and all(name != threading.main_thread().name for name in threads)
+
+
+def test_a_handlers_traceback_reaches_the_log_with_the_count_of_captured_lines(logged):
+    def on_dog(msg):
+        stdlib_log.info("looking at %s", msg.name)
+        twisted_log.info("still looking")
+        raise ValueError(f"{msg.name} bites")
+
+    bus = make_bus({Dog: on_dog})
+    [report] = result_of(bus.handle(Dog(name="rex")))
+    assert isinstance(report, AppErrorOccurredMessage)
+    [entry] = [line for line in logged("warn") if "failed on test.Dog" in line]
+    lines = entry.splitlines()
+    assert lines[0].endswith("ValueError: rex bites (2 log line(s) captured)")
+    assert any(line.endswith(", in on_dog") for line in lines)
+    assert '    raise ValueError(f"{msg.name} bites")' in lines
+    assert lines[-1] == "ValueError: rex bites"
+
+
+def test_handler_errors_in_the_log_are_limited_per_error_type_and_the_rest_counted(logged):
+    clock = Clock()
+    bus = make_bus({Dog: lambda m: 1 / 0, Cat: lambda m: [][1]}, reactor=clock)
+    reports = [result_of(bus.handle(Dog(name=str(i)))) for i in range(12)]
+    reports += [result_of(bus.handle(Cat(name=str(i)))) for i in range(3)]
+    assert all(isinstance(r[0], AppErrorOccurredMessage) for r in reports)  # every one reported
+    entries = [line for line in logged("warn") if "failed on" in line]
+    assert len([e for e in entries if "ZeroDivisionError" in e]) == 5
+    assert len([e for e in entries if "IndexError" in e]) == 3
+    assert not any("not logged in full" in line for line in logged())
+    clock.advance(60)
+    [summary] = [line for line in logged("warn") if "not logged in full" in line]
+    assert summary.startswith("app: 7 more ZeroDivisionError error(s) not logged in full in the last 60s")
+    result_of(bus.handle(Dog(name="again")))  # a new window logs in full again
+    assert len([e for e in logged("warn") if "failed on test.Dog" in e]) == 6
