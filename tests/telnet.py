@@ -103,3 +103,64 @@ class TelnetSession:
         mark = len(self.text)
         self.send_line(line)
         return self.read_until(until, timeout, since=mark)
+
+
+class TerminalTelnet:
+    """
+    Debian's C{telnet} program in a pseudo-terminal, typed into as a person would: what a
+    real client negotiates and sends (Ctrl-D as IAC EOF in line mode, for instance).
+    """
+
+    def __init__(self, host: str, port: int, program: str = "telnet") -> None:
+        import os
+        import pty
+        import subprocess
+
+        self._os = os
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [program, host, str(port)], stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.text = b""
+
+    def type(self, keys: str | bytes) -> None:
+        self._os.write(self.master, keys.encode("utf-8") if isinstance(keys, str) else keys)
+
+    def read_until(self, pattern: str, timeout: float = 10.0, since: int = 0) -> str:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            plain = ANSI.sub(b"", self.text[since:]).replace(b"\r", b"")
+            if re.search(pattern.encode("utf-8"), plain):
+                return plain.decode("utf-8", "replace")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{pattern!r} not seen within {timeout}s; got: {plain[-2000:]!r}")
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    data = self._os.read(self.master, 65536)
+                except OSError:  # the program ended and closed the terminal
+                    data = b""
+                if not data:
+                    raise AssertionError(f"telnet ended before {pattern!r}; got: {plain[-2000:]!r}")
+                self.text += data
+
+    def wait(self, timeout: float = 10.0) -> int:
+        """The program's exit status once the connection is over."""
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._os.close(self.master)
+
+    def __enter__(self) -> TerminalTelnet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,14 +1,27 @@
 """The console's authentication and the operator's namespace."""
 
+import re
+import time
+
 import pytest
 from twisted.cred import credentials, error
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.task import Clock
 
-from scbus.console import PasswordHashChecker, make_namespace, read_passwd_file
+from scbus.console import (
+    LoginGuard,
+    PasswordHashChecker,
+    SetAsideList,
+    StatusTable,
+    age,
+    make_namespace,
+    read_passwd_file,
+)
 from scbus.errors import ConfigError
 from scbus.message import Message
 from scbus.passwords import hash_password, verify_password
 from scbus.testing import BusHarness, result_of
+from scbus.transports.setaside import SetAsideMessage
 
 
 class Order(Message, wire_name="test.console.Order"):
@@ -113,3 +126,80 @@ def test_namespace_heartbeat_and_help(harness):
     ns["heartbeat"]("shop")
     harness.flush()
     assert ns["app_status"]("shop").handled == 1
+
+
+def test_answers_that_come_later_keep_their_value(harness):
+    """Over RabbitMQ the transport answers later: the console must print the answer, not None."""
+    later: list = []
+
+    def queue_depth_later(name):
+        later.append(Deferred())
+        return later[-1]
+
+    harness.transport.queue_depth = queue_depth_later
+    ns = make_namespace(harness.bus)
+    d = ns["status"]()
+    assert isinstance(d, Deferred)
+    later[0].callback(0)
+    table = result_of(d)
+    assert isinstance(table, StatusTable) and [s.name for s in table] == ["shop"]
+    d = ns["app_status"]("shop")
+    later[1].callback(4)
+    assert re.search(r"\n  queued +4\n", repr(result_of(d)))
+
+
+def test_a_failure_at_once_is_raised_at_the_prompt(harness):
+    ns = make_namespace(harness.bus)
+    harness.transport.set_aside = lambda kind: fail(ValueError("no such store"))
+    with pytest.raises(ValueError, match="no such store"):
+        ns["unrouted"]()
+
+
+def test_app_status_is_a_block_with_ages(harness):
+    ns = make_namespace(harness.bus)
+    ns["send"](Order(item="tea"))
+    harness.flush()
+    harness.clock.advance(3)
+    text = repr(ns["app_status"]("shop"))
+    assert text.startswith("app shop\n")
+    assert re.search(r"\n  handled +1\n", text) and re.search(r"\n  last handled +3\.0 s ago\n", text), text
+    assert re.search(r"\n  heartbeat lag +none measured\n", text) and "AppStatus(" not in text
+
+
+@pytest.mark.parametrize("seconds, text", [(0.42, "0.4 s ago"), (3, "3.0 s ago"), (42, "42 s ago"), (300, "5 min ago")])
+def test_ages_read_as_a_person_says_them(seconds, text):
+    assert age(1000.0 - seconds, 1000.0) == text
+    assert age(None, 1000.0) == "never"
+
+
+def test_set_aside_lists_show_reason_type_age_and_size():
+    now = time.time()
+    entries = SetAsideList([
+        SetAsideMessage(b"x" * 54, "no app subscribes to a.B", "unrouted", "a.B", None, now - 3, "e1"),
+        SetAsideMessage(b"{", "body is not JSON", "malformed", None, "shop", 0.0, "e2"),
+    ])
+    lines = repr(entries).splitlines()
+    assert lines[0].split() == ["id", "code", "type", "app", "age", "size", "reason"]
+    assert re.match(r"e1 +unrouted +a\.B +- +3\.\d s ago +54 bytes +no app subscribes to a\.B$", lines[1]), lines
+    assert re.match(r"e2 +malformed +\? +shop +\? +1 bytes +body is not JSON$", lines[2]), lines
+    assert repr(SetAsideList()) == "(none)"
+
+
+def test_help_says_how_to_leave_and_names_real_types():
+    text = repr(make_namespace(BusHarness().bus)["help"]())
+    assert "exit() or Ctrl-D" in text
+    assert "messages['clock.Tick']" in text and "apps.clock.Tick" not in text
+
+
+def test_login_back_off_grows_per_source_and_is_forgotten():
+    clock = Clock()
+    guard = LoginGuard(clock, delay=0.5, max_delay=3.0, forget_after=60, sources_kept=2)
+    assert [guard.failed("10.0.0.1") for _ in range(4)] == [0.5, 1.0, 2.0, 3.0]
+    assert guard.failed("10.0.0.2") == 0.5  # per address
+    guard.succeeded("10.0.0.2")
+    assert guard.failures("10.0.0.2") == 0
+    clock.advance(61)
+    assert guard.failures("10.0.0.1") == 0 and guard.failed("10.0.0.1") == 0.5
+    for source in ("a", "b", "c"):
+        guard.failed(source)
+    assert guard.failures("10.0.0.1") == 0 and guard.failures("c") == 1  # the oldest forgotten first
