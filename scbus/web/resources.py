@@ -25,7 +25,7 @@ from ..transports.setaside import DEAD, UNROUTED
 from .history import History
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, BusMetrics
 from .posted import message_from_post
-from .snapshot import take_snapshot, transport_connected
+from .snapshot import SetAsideListings, take_snapshot, transport_connected
 
 __all__ = ["BusWeb", "Answer"]
 
@@ -42,6 +42,8 @@ STATIC = {
 CSP = b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'"
 #: Set-aside bodies shown on the page are cut at this many characters.
 PREVIEW = 400
+#: Set-aside entries the page lists per kind (all are counted).
+LISTED = 50
 
 
 class Answer:
@@ -82,6 +84,7 @@ class BusWeb(Resource):
         self.metrics = BusMetrics(bus)
         self.history = history if history is not None else History(bus)
         self.expected = expected
+        self.set_aside = SetAsideListings(bus.transport, bus.clock)
         self.max_message_size = max_message_size
         self._token = token.encode("utf-8") if token else None
         self._token_env = token_env
@@ -182,12 +185,12 @@ class BusWeb(Resource):
         return Answer(200 if not not_ready else 503, body)
 
     def status_json(self, request: Request) -> Deferred[Answer]:
-        return take_snapshot(self.bus, with_set_aside=False).addCallback(
+        return take_snapshot(self.bus).addCallback(
             lambda snap: Answer(200, snap.status_json(self.expected))
         )
 
     def metrics_text(self, request: Request) -> Deferred[Answer]:
-        return take_snapshot(self.bus).addCallback(
+        return take_snapshot(self.bus, self.set_aside).addCallback(
             lambda snap: Answer(200, self.metrics.render(snap), METRICS_CONTENT_TYPE)
         )
 
@@ -208,12 +211,12 @@ class BusWeb(Resource):
                 "series": self.history.series(),
                 "sample_every": self.history.every,
                 "errors": list(self.history.errors),
-                "set_aside": {kind: [_entry(e) for e in entries[:50]] for kind, entries in snap.set_aside.items()},
+                "set_aside": {kind: [_entry(e) for e in entries[:LISTED]] for kind, entries in snap.set_aside.items()},
                 "set_aside_total": {kind: len(entries) for kind, entries in snap.set_aside.items()},
                 "set_aside_errors": snap.set_aside_errors,
             })
 
-        return take_snapshot(self.bus).addCallback(page)
+        return take_snapshot(self.bus, self.set_aside).addCallback(page)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -241,12 +244,18 @@ class BusWeb(Resource):
         if kind not in (UNROUTED, DEAD):
             return _error(404, f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
         d = self.bus.transport.replay(kind, entry_id)
+        d.addBoth(self._forget_listings)
         d.addCallbacks(
             lambda found: Answer(200, {"replayed": entry_id}) if found
             else _error(404, f"no {kind} message {entry_id}"),
             lambda f: _error(503, f"not replayed: {f.getErrorMessage()}"),
         )
         return d
+
+
+    def _forget_listings(self, result: Any) -> Any:
+        self.set_aside.forget()
+        return result
 
 
 def _entry(entry: Any) -> dict[str, Any]:

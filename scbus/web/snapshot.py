@@ -10,19 +10,15 @@ import dataclasses
 import time
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from ..control import assess
 from ..transports.setaside import DEAD, UNROUTED
 
-__all__ = ["Snapshot", "take_snapshot", "transport_connected", "send_buffer"]
+__all__ = ["Snapshot", "SetAsideListings", "take_snapshot", "transport_connected", "send_buffer"]
 
 log = Logger()
-
-#: Set-aside entries a snapshot carries per kind (the page lists them; more are counted).
-LISTED = 50
-
 
 @dataclasses.dataclass
 class Snapshot:
@@ -62,30 +58,60 @@ def send_buffer(transport: Any) -> int:
     return len(getattr(transport, "_outbox", ()))
 
 
-def take_snapshot(bus: Any, *, with_set_aside: bool = True) -> Deferred[Snapshot]:
+class SetAsideListings:
+    """
+    The transport's set-aside stores, listed at most once every C{max_age} seconds: over
+    AMQP a listing browses the shared holding queues, and several pages polling every few
+    seconds, plus scrapes, should not do that each time.
+    """
+
+    def __init__(self, transport: Any, clock: Any, max_age: float = 5.0) -> None:
+        self.transport = transport
+        self.clock = clock
+        self.max_age = max_age
+        self._listed: dict[str, tuple[float, list[Any]]] = {}
+
+    def list(self, kind: str) -> Deferred[list[Any]]:
+        cached = self._listed.get(kind)
+        if cached is not None and self.clock.seconds() - cached[0] < self.max_age:
+            return succeed(cached[1])
+        asked_at = self.clock.seconds()
+
+        def keep(entries: list[Any]) -> list[Any]:
+            self._listed[kind] = (asked_at, list(entries))
+            return entries
+
+        return self.transport.set_aside(kind).addCallback(keep)
+
+    def forget(self) -> None:
+        """After a replay: the next listing asks the transport again."""
+        self._listed.clear()
+
+
+def take_snapshot(bus: Any, set_aside: SetAsideListings | None = None) -> Deferred[Snapshot]:
     """Ask the bus's control responder for its status, and the transport for its stores."""
     transport = bus.transport
     status = bus.control.handle({"op": "status"})
-    kinds = (UNROUTED, DEAD) if with_set_aside else ()
-    listings = [transport.set_aside(kind) for kind in kinds]
+    kinds = (UNROUTED, DEAD) if set_aside is not None else ()
+    listings = [set_aside.list(kind) for kind in kinds] if set_aside is not None else []
 
     def done(results: list[tuple[bool, Any]]) -> Snapshot:
         (ok, answer), *stores = results
         if not ok:
             answer.raiseException()
-        set_aside: dict[str, list[Any]] = {}
+        stored: dict[str, list[Any]] = {}
         errors: dict[str, str] = {}
         for kind, (ok, entries) in zip(kinds, stores):
             if ok:
-                set_aside[kind] = list(entries)
+                stored[kind] = list(entries)
             else:
                 errors[kind] = entries.getErrorMessage()
-                set_aside[kind] = []
+                stored[kind] = []
         return Snapshot(
             answer=answer,
             connected=transport_connected(transport),
             send_buffer=send_buffer(transport),
-            set_aside=set_aside,
+            set_aside=stored,
             set_aside_errors=errors,
             at=time.time(),
         )

@@ -237,6 +237,24 @@ def test_replay_an_unrouted_message(site):
     assert site.post(f"/set-aside/elsewhere/{entry.id}/replay")[0] == 404
 
 
+def test_set_aside_stores_are_listed_at_most_every_few_seconds(site, monkeypatch):
+    listed = []
+    real = site.harness.transport.set_aside
+    monkeypatch.setattr(site.harness.transport, "set_aside", lambda kind: listed.append(kind) or real(kind))
+    site.harness.send(Nobody(n=1))
+    site.get("/page.json")
+    site.get("/metrics")
+    assert listed == ["unrouted", "dead"]
+    site.harness.send(Nobody(n=2))
+    site.harness.clock.advance(5)
+    code, page = site.get("/page.json")
+    assert listed == ["unrouted", "dead"] * 2 and page["set_aside_total"]["unrouted"] == 2
+    entry_id = page["set_aside"]["unrouted"][0]["id"]
+    assert site.post(f"/set-aside/unrouted/{entry_id}/replay")[0] == 200
+    code, page = site.get("/page.json")  # a replay makes the next poll list again
+    assert len(listed) == 6 and entry_id not in [e["id"] for e in page["set_aside"]["unrouted"]]
+
+
 def test_page_json_has_samples_and_errors(site):
     site.history.start()
     for n in range(5):
