@@ -1,0 +1,198 @@
+"""
+The console over telnet: the login prompts (attempts limited, failures slowed), the
+telnet commands real clients send, and option negotiation that tolerates clients which
+refuse or never answer (C{nc}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.conch import telnet
+from twisted.conch.insults import insults
+from twisted.cred import credentials, error, portal
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet import protocol
+from twisted.internet.error import ConnectionClosed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .auth import MAX_LOGIN_ATTEMPTS, LoginGuard
+from .shell import ConsoleManhole
+
+__all__ = ["telnet_factory"]
+
+log = Logger()
+
+
+def _negotiation_over(failure: Failure, option: bytes) -> None:
+    """A client may refuse an option, never answer, or leave while asked: none is an error."""
+    failure.trap(telnet.NegotiationError, ConnectionClosed)
+    log.debug("console: telnet option {option!r} not agreed", option=option)
+
+
+class _Login(telnet.AuthenticatingTelnetProtocol):
+    """
+    Asks for a user name and password; a failed login is answered only after the source's
+    back-off delay, and the connection is closed after C{max_attempts} failures. It works
+    with clients that do not negotiate (C{nc}): the password prompt does not wait for
+    their answer about echo.
+    """
+
+    def __init__(self, the_portal: portal.Portal, guard: LoginGuard, clock: Any, max_attempts: int) -> None:
+        super().__init__(the_portal)
+        self._guard = guard
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._attempts = 0
+        self._answer: Any = None
+        self._source = "?"
+        self._gone = False
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self._source = getattr(peer, "host", str(peer))
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.protocol is None and (_CTRL_D in data or _CTRL_C in data):
+            self.transport.loseConnection()  # Ctrl-D or Ctrl-C at the login prompts: leave
+            return
+        super().dataReceived(data)
+
+    def telnet_User(self, line: bytes) -> str:
+        self.username = line.rstrip(b"\r")
+        self.transport.will(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
+        self.transport.write(b"Password: ")
+        return "Password"
+
+    def telnet_Password(self, line: bytes) -> str:
+        username, password = self.username, line.rstrip(b"\r")
+        del self.username
+        self.transport.wont(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
+        d = self.portal.login(credentials.UsernamePassword(username, password), None, telnet.ITelnetProtocol)
+        d.addCallbacks(self._cbLogin, self._ebLogin)
+        return "Discard"
+
+    def _cbLogin(self, ial: Any) -> None:
+        if self._gone:  # left while the password was checked
+            ial[2]()
+            return
+        self._guard.succeeded(self._source)
+        super()._cbLogin(ial)
+
+    def _ebLogin(self, failure: Failure) -> None:
+        failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+        self._attempts += 1
+        delay = self._guard.failed(self._source)
+        log.warn(
+            "console: failed login {attempt} of {allowed} from {source}; next answer in {delay:.1f} s",
+            attempt=self._attempts, allowed=self._max_attempts, source=self._source, delay=delay,
+        )
+        self._answer = self._clock.callLater(delay, self._answer_failure)
+
+    def _answer_failure(self) -> None:
+        self._answer = None
+        if self._attempts >= self._max_attempts:
+            log.warn("console: {source} disconnected after {n} failed logins", source=self._source, n=self._attempts)
+            self.transport.write(b"\r\nAuthentication failed; too many attempts\r\n")
+            self.transport.loseConnection()
+            return
+        self.transport.write(b"\r\nAuthentication failed\r\nUsername: ")
+        self.state = "User"
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._gone = True
+        if self._answer is not None and self._answer.active():
+            self._answer.cancel()
+        self._answer = None
+        super().connectionLost(reason)
+
+
+_CTRL_C, _CTRL_D = b"\x03", b"\x04"
+_IAC = telnet.IAC[0]
+#: Telnet commands that Twisted's parser does not know (it raises on them), as the keys a
+#: person pressed: Debian's telnet sends Ctrl-D as IAC EOF and Ctrl-C as IAC IP or ABORT
+#: once line mode is on.
+_COMMAND_KEYS = {
+    telnet.LINEMODE_EOF[0]: _CTRL_D,
+    telnet.IP[0]: _CTRL_C,
+    238: _CTRL_C,  # ABORT
+    237: b"",  # SUSP: nothing to suspend
+}
+
+
+class _ConsoleTelnet(telnet.TelnetTransport):
+    """Twisted's telnet transport that understands the commands real clients send."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._after_iac = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._after_iac or telnet.IAC in data:
+            data = self._translate(data)
+        try:
+            super().dataReceived(data)
+        except ValueError as e:  # a command byte the parser cannot place
+            log.warn("console: closing a telnet connection that sent {what}", what=e.args)
+            self.transport.loseConnection()
+
+    def _translate(self, data: bytes) -> bytes:
+        out = bytearray()
+        for byte in data:
+            if self._after_iac:
+                self._after_iac = False
+                if byte in _COMMAND_KEYS:
+                    out += _COMMAND_KEYS[byte]
+                else:
+                    out += bytes((_IAC, byte))
+            elif byte == _IAC:
+                self._after_iac = True
+            else:
+                out.append(byte)
+        return bytes(out)
+
+
+class _TelnetBootstrap(telnet.TelnetBootstrapProtocol):
+    """
+    Twisted's bootstrap, minus the critical-level traceback it logs whenever a client
+    declines an option (line mode, window size) or leaves while one is asked: plain
+    clients do, and the manhole works.
+    """
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        transport.negotiationMap[telnet.NAWS] = self.telnet_NAWS
+        transport.negotiationMap[telnet.LINEMODE] = self.telnet_LINEMODE
+        for option in (telnet.LINEMODE, telnet.NAWS, telnet.SGA):
+            transport.do(option).addErrback(_negotiation_over, option)
+        transport.will(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
+        self.protocol = self.protocolFactory(*self.protocolArgs, **self.protocolKwArgs)
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            self.protocol.factory = factory
+        self.protocol.makeConnection(self)
+
+
+@implementer(portal.IRealm)
+class _TelnetRealm:
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
+
+    def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> Any:
+        if telnet.ITelnetProtocol in interfaces:
+            proto = _TelnetBootstrap(insults.ServerProtocol, ConsoleManhole, self.namespace)
+            return telnet.ITelnetProtocol, proto, lambda: None
+        raise NotImplementedError(interfaces)
+
+
+def telnet_factory(
+    namespace: dict[str, Any], checker: ICredentialsChecker, clock: Any, max_attempts: int = MAX_LOGIN_ATTEMPTS
+) -> protocol.ServerFactory:
+    the_portal = portal.Portal(_TelnetRealm(namespace), [checker])
+    guard = LoginGuard(clock)
+    factory = protocol.ServerFactory()
+    factory.protocol = lambda: _ConsoleTelnet(_Login, the_portal, guard, clock, max_attempts)
+    return factory
