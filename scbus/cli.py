@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from .commands import register as register_commands
 from .errors import ConfigError
 from .passwords import hash_password
 
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--app", help="only processes running this app")
     pg.add_argument("--timeout", type=float, default=2.0)
     pg.set_defaults(run=_ping)
+    register_commands(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

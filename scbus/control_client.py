@@ -6,13 +6,13 @@ commands: it needs no reactor and no running bus of its own.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 import uuid
 from typing import Any
 
 import pika
 
+from .client import BrokerUnreachable, connect_blocking
 from .control import CONTROL_EXCHANGE
 from .transports.amqp import topology
 from .transports.amqp.settings import AMQPSettings
@@ -20,38 +20,10 @@ from .transports.amqp.settings import AMQPSettings
 __all__ = ["ControlClient", "BrokerUnreachable"]
 
 
-class BrokerUnreachable(Exception):
-    """No broker address accepted the connection."""
-
-
 class ControlClient:
     def __init__(self, settings: AMQPSettings, connect_timeout: float = 5.0) -> None:
         self.settings = settings
-        self._connection = self._connect(connect_timeout)
-
-    def _connect(self, timeout: float) -> pika.BlockingConnection:
-        errors = []
-        for address in self.settings.addresses:
-            params = pika.ConnectionParameters(
-                host=address.host,
-                port=address.port,
-                virtual_host=self.settings.vhost,
-                credentials=pika.PlainCredentials(self.settings.username, self.settings.password),
-                socket_timeout=timeout,
-                blocked_connection_timeout=timeout,
-                connection_attempts=1,
-                client_properties={"connection_name": "scbus status"},
-            )
-            if address.tls:
-                context = ssl.create_default_context(cafile=self.settings.ca_file)
-                if self.settings.cert_file:
-                    context.load_cert_chain(self.settings.cert_file, self.settings.key_file)
-                params.ssl_options = pika.SSLOptions(context, server_hostname=address.host)
-            try:
-                return pika.BlockingConnection(params)
-            except Exception as e:  # pika raises many kinds; none carries the password
-                errors.append(f"{address}: {type(e).__name__} {e}".strip())
-        raise BrokerUnreachable("; ".join(errors))
+        self._connection = connect_blocking(settings, connect_timeout, "scbus status")
 
     def close(self) -> None:
         try:

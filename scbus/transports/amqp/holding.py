@@ -147,7 +147,7 @@ class HoldingAreas:
                 raw = await channel.get(queue)
                 if raw is None:
                     break
-                entry = _set_aside_entry(kind, raw)
+                entry = set_aside_entry(kind, raw)
                 if replay_id is None:
                     entries.append(entry)
                     continue
@@ -162,20 +162,17 @@ class HoldingAreas:
         return entries if replay_id is None else False
 
     async def _republish(self, kind: str, raw: RawDelivery, entry: SetAsideMessage) -> None:
-        props = raw.properties
-        headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith("x-scbus-") and k != "x-death"}
-        clean = persistent_copy(props, headers)
-        if kind == DEAD and entry.app_name:
-            out = self._outgoing("", topology.app_queue(entry.app_name), raw.body, clean, None)
-        else:
-            if not entry.type_name:
-                raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
-            out = self._outgoing(topology.type_exchange(entry.type_name), "", raw.body, clean, entry.type_name)
-        await self._send_outgoing(out)
+        clean = persistent_copy(raw.properties, topology.replay_headers(raw.properties.headers))
+        route = topology.replay_route(kind, entry.type_name, entry.app_name)
+        if route is None:
+            raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
+        exchange, routing_key = route
+        declare = entry.type_name if exchange else None
+        await self._send_outgoing(self._outgoing(exchange, routing_key, raw.body, clean, declare))
 
 
 
-def _set_aside_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
+def set_aside_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
     headers = raw.properties.headers or {}
     type_name = headers.get(topology.TYPE_HEADER) or raw.properties.type or codec.peek_type(raw.body)
     app_name = headers.get(topology.APP_HEADER)

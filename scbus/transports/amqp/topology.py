@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ...codec import CONTENT_TYPE
 from ...message import Message, registered_types
+from ..setaside import DEAD
 
 __all__ = [
     "UNROUTED_EXCHANGE",
@@ -30,6 +32,9 @@ __all__ = [
     "exchange_arguments",
     "queue_arguments",
     "binding_types",
+    "message_properties",
+    "replay_route",
+    "replay_headers",
 ]
 
 PREFIX = "scbus"
@@ -75,6 +80,36 @@ def queue_arguments(queue_type: str, delivery_limit: int | None) -> dict[str, An
 def holding_queue_arguments(queue_type: str) -> dict[str, Any]:
     """For scbus.unrouted and scbus.dead: kept until an operator acts."""
     return {"x-queue-type": queue_type}
+
+
+def message_properties(message: Message) -> dict[str, Any]:
+    """The basic properties of a published message (docs/wire.md), as keywords."""
+    return {
+        "content_type": CONTENT_TYPE,
+        "delivery_mode": 2,
+        "message_id": message.id,
+        "correlation_id": message.correlation_id,
+        "timestamp": int(message.created_at),
+        "type": message.wire_name,
+    }
+
+
+def replay_route(kind: str, type_name: str | None, app_name: str | None) -> tuple[str, str] | None:
+    """
+    Where a replayed set-aside message goes, as (exchange, routing key): a dead letter back
+    to the queue of the app it came from, anything else to its type's exchange; None if
+    neither is known.
+    """
+    if kind == DEAD and app_name:
+        return "", app_queue(app_name)
+    if type_name:
+        return type_exchange(type_name), ""
+    return None
+
+
+def replay_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """A set-aside message's headers without the ones that say why it was set aside."""
+    return {k: v for k, v in (headers or {}).items() if not k.startswith("x-scbus-") and k != "x-death"}
 
 
 def binding_types(subscribed: Iterable[type[Message]]) -> list[type[Message]]:

@@ -522,14 +522,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
             return fail(EncodeError(
                 f"{message.wire_name}: {len(body)} bytes is over the limit of {self.settings.max_message_size}"
             ))
-        properties = Properties(
-            content_type=codec.CONTENT_TYPE,
-            delivery_mode=2,
-            message_id=message.id,
-            correlation_id=message.correlation_id,
-            timestamp=int(message.created_at),
-            type=message.wire_name,
-        )
+        properties = Properties(**topology.message_properties(message))
         out = _Outgoing(topology.type_exchange(message.wire_name), "", body, properties, message.wire_name)
         return self._send_outgoing(out)
 

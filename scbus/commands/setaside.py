@@ -1,0 +1,177 @@
+"""
+``scbus set-aside``: what the console offers for messages kept aside, without a console
+(AMQP: the shared ``scbus.unrouted`` and ``scbus.dead`` queues).
+
+    scbus set-aside --config F list unrouted|dead [--json]
+    scbus set-aside --config F replay unrouted|dead ID
+    scbus set-aside --config F purge unrouted|dead [--yes]
+
+Listing looks at up to 500 messages and gives them all back. Replay publishes the one
+message again (a dead letter to the queue of the app it came from, an unrouted one to its
+type's exchange), waits for the broker's confirm and only then removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+from typing import Any
+
+import pika
+from pika import exceptions as pika_errors
+
+from ..transports.amqp import topology
+from ..transports.amqp.client import RawDelivery, persistent_copy
+from ..transports.amqp.holding import SET_ASIDE_LIMIT, set_aside_entry
+from ..transports.setaside import DEAD, UNROUTED, SetAsideMessage
+from .common import EXIT_BROKER, Refused, load_bus, require_amqp, run_refusing
+
+__all__ = ["add_parser"]
+
+QUEUES = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}
+
+
+def add_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "set-aside", help="list, replay or purge unrouted and dead-lettered messages (AMQP)",
+        description="The messages the bus kept aside: unrouted (no app subscribes) and dead "
+        "(could not be decoded, or quarantined).",
+    )
+    p.add_argument("--config", required=True)
+    actions = p.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("list", help="show what is kept (nothing is removed)")
+    ls.add_argument("kind", choices=sorted(QUEUES))
+    ls.add_argument("--json", action="store_true", help="one JSON object per message")
+    rp = actions.add_parser("replay", help="publish one again and remove it once confirmed")
+    rp.add_argument("kind", choices=sorted(QUEUES))
+    rp.add_argument("id", help="the message's id, as list shows it")
+    pg = actions.add_parser("purge", help="delete every message of one kind")
+    pg.add_argument("kind", choices=sorted(QUEUES))
+    pg.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    p.set_defaults(run=lambda args: run_refusing(run, args))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..client import BrokerUnreachable, connect_blocking
+
+    config, _apps = load_bus(args.config)
+    settings = require_amqp(config, "set-aside", "use unrouted(), dead_letters() and replay() in its console")
+    if args.action == "purge" and not args.yes and not sys.stdin.isatty():
+        raise Refused("purge deletes messages for good: confirm on a terminal, or pass --yes")
+    try:
+        connection = connect_blocking(settings, 10.0, "scbus set-aside")
+    except BrokerUnreachable as e:
+        raise Refused(f"cannot reach the broker: {e}", EXIT_BROKER) from None
+    try:
+        return {"list": _list, "replay": _replay, "purge": _purge}[args.action](connection, args)
+    finally:
+        try:
+            connection.close()
+        except Exception:
+            pass
+
+
+def _channel(connection: pika.BlockingConnection, queue: str) -> tuple[Any, int]:
+    """A channel, and the queue's message count; a refusal if the queue does not exist."""
+    channel = connection.channel()
+    try:
+        count = channel.queue_declare(queue, passive=True).method.message_count
+    except pika_errors.ChannelClosedByBroker:
+        raise Refused(f"{queue} does not exist on this broker (no bus has run here yet)") from None
+    return channel, count
+
+
+def _browse(channel: Any, kind: str) -> Any:
+    """(raw, entry) for each kept message, unacknowledged: closing the channel gives them back."""
+    queue = QUEUES[kind]
+    for _ in range(SET_ASIDE_LIMIT):
+        method, properties, body = channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return
+        raw = RawDelivery(
+            channel=None, delivery_tag=method.delivery_tag, redelivered=method.redelivered,  # type: ignore[arg-type]
+            exchange=method.exchange, routing_key=method.routing_key, properties=properties, body=body,
+        )
+        yield raw, set_aside_entry(kind, raw)
+
+
+def _describe(entry: SetAsideMessage) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "code": entry.code,
+        "reason": entry.reason,
+        "type": entry.type_name,
+        "app": entry.app_name,
+        "at": entry.at,
+        "body": entry.body.decode("utf-8", "replace"),
+    }
+
+
+def _list(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
+    channel, count = _channel(connection, QUEUES[args.kind])
+    entries = [entry for _raw, entry in _browse(channel, args.kind)]
+    channel.close()
+    if args.json:
+        for entry in entries:
+            print(json.dumps(_describe(entry), ensure_ascii=False))
+        return 0
+    if not entries:
+        print(f"no {args.kind} messages")
+        return 0
+    for entry in entries:
+        at = datetime.datetime.fromtimestamp(entry.at).isoformat(sep=" ", timespec="seconds") if entry.at else "?"
+        where = f" from {entry.app_name}" if entry.app_name else ""
+        print(f"{entry.id}  {at}  {entry.code}{where}  type={entry.type_name}  {entry.reason}")
+        preview = entry.body[:100].decode("utf-8", "replace")
+        print(f"    {preview}{'...' if len(entry.body) > 100 else ''}")
+    shown = f"{len(entries)} of {count}" if count > len(entries) else str(len(entries))
+    print(f"{shown} {args.kind} message(s)")
+    return 0
+
+
+def _replay(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
+    channel, _count = _channel(connection, QUEUES[args.kind])
+    channel.confirm_delivery()
+    try:
+        for raw, entry in _browse(channel, args.kind):
+            if entry.id != args.id:
+                continue
+            route = topology.replay_route(args.kind, entry.type_name, entry.app_name)
+            if route is None:
+                raise Refused(f"cannot tell the type of {entry.id}; it stays in {args.kind}")
+            exchange, routing_key = route
+            if exchange:
+                channel.exchange_declare(exchange, "fanout", durable=True, arguments=topology.exchange_arguments())
+            properties = persistent_copy(raw.properties, topology.replay_headers(raw.properties.headers))
+            try:
+                channel.basic_publish(
+                    exchange, routing_key, raw.body, pika.BasicProperties(**dataclasses.asdict(properties)), mandatory=True,
+                )
+            except pika_errors.UnroutableError:
+                raise Refused(f"nothing routes {entry.id} ({exchange or routing_key}); it stays in {args.kind}") from None
+            channel.basic_ack(raw.delivery_tag)
+            print(f"replayed {entry.id} to {exchange or routing_key}")
+            return 0
+    finally:
+        if channel.is_open:
+            channel.close()
+    raise Refused(f"no {args.kind} message with id {args.id} (among the first {SET_ASIDE_LIMIT})")
+
+
+def _purge(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
+    queue = QUEUES[args.kind]
+    channel, count = _channel(connection, queue)
+    if count == 0:
+        print(f"no {args.kind} messages")
+        return 0
+    if not args.yes:
+        answer = input(f"Delete all {count} {args.kind} message(s) in {queue} for good? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    purged = channel.queue_purge(queue).method.message_count
+    print(f"deleted {purged} {args.kind} message(s)")
+    return 0
