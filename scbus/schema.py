@@ -99,7 +99,17 @@ def _summary(cls: type) -> str | None:
 
 
 def envelope_schema(cls: type[Message], ref: Ref) -> dict[str, Any]:
-    """The schema of one type's envelope (docs/wire.md)."""
+    """
+    The schema of one type's envelope (docs/wire.md). A class with a field type JSON
+    cannot carry is registered but never decodes: its schema matches nothing.
+    """
+    try:
+        return _envelope_schema(cls, ref)
+    except (TypeError, NameError) as e:
+        return {"title": cls.wire_name, "not": {}, "description": f"never decodes: {e}"}
+
+
+def _envelope_schema(cls: type[Message], ref: Ref) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []

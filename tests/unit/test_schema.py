@@ -67,7 +67,7 @@ def validator():
 
 def decodes(envelope: dict) -> bool:
     try:
-        Message.from_dict(json.loads(json.dumps(envelope)))
+        codec.decode(json.dumps(envelope).encode("utf-8"))
     except DecodeError:
         return False
     return True
@@ -209,3 +209,14 @@ def test_asyncapi_payloads_validate_real_messages():
         if components[type(message).wire_name]["properties"]["data"].get("required"):
             envelope["data"] = {"not": "it"}
             assert not validator.is_valid(envelope)
+
+
+def test_a_type_that_never_decodes_matches_nothing():
+    class Unusable(Message, wire_name="test.schema.Unusable"):
+        tags: set
+
+    envelope = {"type": "test.schema.Unusable", "id": "a", "created_at": 1, "data": {"tags": []}}
+    assert not decodes(envelope)
+    validator = jsonschema.Draft202012Validator(json_schema())
+    assert not validator.is_valid(envelope)
+    assert validator.is_valid(Tick(count=1).to_dict())
