@@ -199,24 +199,21 @@ def _error_text(error: Any) -> str:
 
 def http_target(config: Config) -> tuple[str, str]:
     """The URL of the bus's POST /messages and its bearer token, from [http]."""
-    http = getattr(config, "http", None)
-    port = getattr(http, "port", None)
-    if port is None:
+    http = config.http
+    if http.port is None:
         raise Refused(
             f"{config.source} uses the in-memory transport, which has no broker to publish "
             "through: set [http] port and token_env so publish can post to the running bus",
             EXIT_CONFIG,
         )
-    token_env = getattr(http, "token_env", None)
-    token = os.environ.get(token_env) if token_env else None
+    token = os.environ.get(http.token_env) if http.token_env else None
     if not token:
-        where = f"the environment variable {token_env}" if token_env else "[http] token_env"
+        where = f"the environment variable {http.token_env}" if http.token_env else "[http] token_env"
         raise Refused(f"publishing over HTTP needs the bus's token: set {where}", EXIT_CONFIG)
-    interface = getattr(http, "interface", "127.0.0.1") or "127.0.0.1"
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(interface, interface)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(http.interface, http.interface)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}/messages", token
+    return f"http://{host}:{http.port}/messages", token
 
 
 def make_sender(config: Config) -> Sender:
