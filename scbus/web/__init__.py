@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from ..listening import Listener
 from .history import History
 from .resources import BusWeb
 
@@ -65,8 +66,11 @@ def make_http_service(
     *,
     max_message_size: int | None = None,
     expected: dict[str, int] | None = None,
+    reactor: Any = None,
 ) -> service.MultiService:
     """The listener and the status page's sampler, as one service."""
+    if reactor is None:
+        from twisted.internet import reactor
     top = service.MultiService()
     top.setName("http")
     history = History(bus)
@@ -79,8 +83,6 @@ def make_http_service(
         history=history,
     )
     _HistoryService(history).setServiceParent(top)
-    interface = http.interface.replace(":", "\\:")
-    listener = strports.service(f"tcp:{http.port}:interface={interface}", QuietSite(resource))
-    listener.setServiceParent(top)
+    Listener("http.port", http.port, http.interface, QuietSite(resource), reactor).setServiceParent(top)
     top.resource = resource  # type: ignore[attr-defined]
     return top

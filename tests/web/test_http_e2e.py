@@ -7,11 +7,14 @@ health checks and a Prometheus scrape checked against that known traffic.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 import uuid
 
 import pytest
 
-from ..e2e.conftest import free_port
+from ..e2e.conftest import ROOT, free_port, twistd_command
 from .http_client import BusHTTP
 
 TOKEN = "e2e-token-" + uuid.uuid4().hex
@@ -127,3 +130,20 @@ def test_rabbitmq_bus_over_http(rabbit, start_bus):
     m = check_metrics(http, shop, mailroom)
     assert m[("scbus_messages_queued", (("app", shop),))] == 0
     assert rabbit.queue_depth(f"scbus.app.{shop}") == 0
+
+
+def test_a_port_in_use_is_one_line_and_exit_status_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "bus.toml"
+        config.write_text(CONFIG.format(name="busy", transport="", port=port, shop="shop", mailroom="mailroom").replace('log_format = "json"\n', ""))
+        out = subprocess.run(
+            [*twistd_command(), "-n", "--pidfile=", "--logfile=-", "scbus", f"--config={config}"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+        )
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    assert f"scbus: http.port: cannot listen on 127.0.0.1 port {port}: Address already in use" in text
+    assert "Traceback" not in text and "CannotListenError" not in text

@@ -1,0 +1,60 @@
+"""
+Listening on a TCP port from the config, with one clear line when the port cannot be had.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+__all__ = ["Listener"]
+
+log = Logger()
+
+
+class Listener(service.Service):
+    """
+    One port the bus process listens on (a console, the HTTP endpoints). A port that
+    cannot be had is one line in the log naming the config key, and under twistd (which
+    listens before it runs the reactor) the process exits with status 2.
+    """
+
+    def __init__(self, key: str, port: int, interface: str, factory: protocol.ServerFactory, reactor: Any) -> None:
+        self.key = key
+        self.port = port
+        self.interface = interface
+        self.factory = factory
+        self._reactor = reactor
+        self._listening: Any = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if not self._listen():
+            raise SystemExit(2)
+
+    def startService(self) -> None:
+        super().startService()
+        if self._listening is None:
+            self._listen()
+
+    def _listen(self) -> bool:
+        try:
+            self._listening = self._reactor.listenTCP(self.port, self.factory, interface=self.interface)
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            log.error(
+                "scbus: {key}: cannot listen on {interface} port {port}: {reason}",
+                key=self.key, interface=self.interface, port=self.port, reason=reason,
+            )
+            return False
+        return True
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        return listening.stopListening() if listening is not None else None
