@@ -5,6 +5,7 @@ off the reactor thread, and a back-off per source address for failed logins.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +73,7 @@ class PasswordHashChecker:
     @staticmethod
     def _verdict(ok: bool, username: str) -> bytes:
         if not ok:
-            log.warn("console: login refused for user {user!r}", user=username)
+            log.debug("console: login refused for user {user!r}", user=username)
             raise error.UnauthorizedLogin()
         log.info("console: {user!r} logged in", user=username)
         return username.encode("utf-8")
@@ -90,10 +91,20 @@ LOGIN_FORGET_AFTER = 900.0
 LOGIN_SOURCES_KEPT = 10_000
 
 
+@dataclasses.dataclass
+class _Source:
+    failures: int = 0
+    last_failure: float = 0.0
+    #: No password from this address is checked before this time.
+    not_before: float = 0.0
+
+
 class LoginGuard:
     """
-    Failed logins per source address, and how long the next answer to that address
-    waits: guessing gets slower with every failure, across connections.
+    Failed logins per source address. After a failure the answer waits, longer with every
+    recent failure from that address, and the address's next password is checked no
+    sooner: parallel connections from one address are checked one delay apart, so
+    guessing cannot go faster by opening more of them.
     """
 
     def __init__(
@@ -109,23 +120,45 @@ class LoginGuard:
         self._max_delay = max_delay
         self._forget_after = forget_after
         self._sources_kept = sources_kept
-        self._failures: dict[str, tuple[int, float]] = {}
+        self._sources: dict[str, _Source] = {}
+
+    def _known(self, source: str) -> _Source | None:
+        record = self._sources.get(source)
+        if record is not None and self._clock.seconds() - record.last_failure > self._forget_after:
+            del self._sources[source]
+            return None
+        return record
+
+    def _delay_for(self, failures: int) -> float:
+        return min(self._max_delay, self._delay * 2 ** (failures - 1))
 
     def failures(self, source: str) -> int:
-        count, last = self._failures.get(source, (0, 0.0))
-        if count and self._clock.seconds() - last > self._forget_after:
-            del self._failures[source]
-            return 0
-        return count
+        record = self._known(source)
+        return record.failures if record is not None else 0
+
+    def wait_before_check(self, source: str) -> float:
+        """Seconds until a password from C{source} may be checked (and that slot is taken)."""
+        record = self._known(source)
+        if record is None:
+            return 0.0
+        now = self._clock.seconds()
+        start = max(now, record.not_before)
+        record.not_before = start + self._delay_for(record.failures)
+        return start - now
 
     def failed(self, source: str) -> float:
         """Count a failure; the seconds to wait before answering it."""
-        count = self.failures(source) + 1
-        self._failures.pop(source, None)
-        self._failures[source] = (count, self._clock.seconds())
-        while len(self._failures) > self._sources_kept:
-            del self._failures[next(iter(self._failures))]
-        return min(self._max_delay, self._delay * 2 ** (count - 1))
+        now = self._clock.seconds()
+        record = self._known(source) or _Source()
+        record.failures += 1
+        record.last_failure = now
+        delay = self._delay_for(record.failures)
+        record.not_before = max(record.not_before, now + delay)
+        self._sources.pop(source, None)
+        self._sources[source] = record  # the most recent last: the oldest is forgotten first
+        while len(self._sources) > self._sources_kept:
+            del self._sources[next(iter(self._sources))]
+        return delay
 
     def succeeded(self, source: str) -> None:
-        self._failures.pop(source, None)
+        self._sources.pop(source, None)

@@ -118,8 +118,8 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
 
     def lag(app: str | None = None, wait: float = 2.0) -> Any:
         """Send heartbeats through the app queues; after C{wait} s show each app's lag."""
-        bus.send(HeartbeatMessage(app_name=app))
-        return deferLater(bus.clock, wait, lambda: None).addCallback(lambda _: processes())
+        sent = bus.send(HeartbeatMessage(app_name=app))
+        return sent.addCallback(lambda _: deferLater(bus.clock, wait, processes))
 
     class _Help:
         def __repr__(self) -> str:

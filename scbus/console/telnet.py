@@ -34,8 +34,9 @@ def _negotiation_over(failure: Failure, option: bytes) -> None:
 
 class _Login(telnet.AuthenticatingTelnetProtocol):
     """
-    Asks for a user name and password; a failed login is answered only after the source's
-    back-off delay, and the connection is closed after C{max_attempts} failures. It works
+    Asks for a user name and password; a password is checked and a failed login answered
+    only when the source's back-off allows, and the connection is closed after
+    C{max_attempts} failures. It works
     with clients that do not negotiate (C{nc}): the password prompt does not wait for
     their answer about echo.
     """
@@ -46,8 +47,9 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
         self._clock = clock
         self._max_attempts = max_attempts
         self._attempts = 0
-        self._answer: Any = None
+        self._pending: Any = None  # a password check or a failure's answer, waiting its turn
         self._source = "?"
+        self._user = "?"
         self._gone = False
 
     def connectionMade(self) -> None:
@@ -71,9 +73,18 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
         username, password = self.username, line.rstrip(b"\r")
         del self.username
         self.transport.wont(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
+        wait = self._guard.wait_before_check(self._source)
+        if wait > 0:
+            self._pending = self._clock.callLater(wait, self._check, username, password)
+        else:
+            self._check(username, password)
+        return "Discard"
+
+    def _check(self, username: bytes, password: bytes) -> None:
+        self._pending = None
+        self._user = username.decode("utf-8", "replace")
         d = self.portal.login(credentials.UsernamePassword(username, password), None, telnet.ITelnetProtocol)
         d.addCallbacks(self._cbLogin, self._ebLogin)
-        return "Discard"
 
     def _cbLogin(self, ial: Any) -> None:
         if self._gone:  # left while the password was checked
@@ -87,13 +98,14 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
         self._attempts += 1
         delay = self._guard.failed(self._source)
         log.warn(
-            "console: failed login {attempt} of {allowed} from {source}; next answer in {delay:.1f} s",
-            attempt=self._attempts, allowed=self._max_attempts, source=self._source, delay=delay,
+            "console: failed login {attempt} of {allowed} for user {user!r} from {source}; "
+            "next answer in {delay:.1f} s",
+            attempt=self._attempts, allowed=self._max_attempts, user=self._user, source=self._source, delay=delay,
         )
-        self._answer = self._clock.callLater(delay, self._answer_failure)
+        self._pending = self._clock.callLater(delay, self._answer_failure)
 
     def _answer_failure(self) -> None:
-        self._answer = None
+        self._pending = None
         if self._attempts >= self._max_attempts:
             log.warn("console: {source} disconnected after {n} failed logins", source=self._source, n=self._attempts)
             self.transport.write(b"\r\nAuthentication failed; too many attempts\r\n")
@@ -104,9 +116,9 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._gone = True
-        if self._answer is not None and self._answer.active():
-            self._answer.cancel()
-        self._answer = None
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
         super().connectionLost(reason)
 
 

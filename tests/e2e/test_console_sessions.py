@@ -109,7 +109,7 @@ def test_failed_logins_are_limited_per_connection_and_slowed_per_source(bus):
         session.send_line(PASSWORD)
         session.read_until(">>> ", since=mark)
     log = bus.new_log()
-    assert "failed login 3 of 3 from 127.0.0.1" in log
+    assert "failed login 3 of 3 for user 'operator' from 127.0.0.1" in log
     assert "127.0.0.1 disconnected after 3 failed logins" in log
     assert_clean(log)
 

@@ -6,7 +6,9 @@ import time
 import pytest
 from twisted.cred import credentials, error
 from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from scbus.console import (
     LoginGuard,
@@ -17,6 +19,7 @@ from scbus.console import (
     make_namespace,
     read_passwd_file,
 )
+from scbus.console.telnet import telnet_factory
 from scbus.errors import ConfigError
 from scbus.message import Message
 from scbus.passwords import hash_password, verify_password
@@ -203,3 +206,34 @@ def test_login_back_off_grows_per_source_and_is_forgotten():
     for source in ("a", "b", "c"):
         guard.failed(source)
     assert guard.failures("10.0.0.1") == 0 and guard.failures("c") == 1  # the oldest forgotten first
+
+
+def test_passwords_from_one_address_are_checked_one_delay_apart():
+    clock = Clock()
+    guard = LoginGuard(clock, delay=1.0, max_delay=8.0)
+    guard.failed("10.0.0.1")  # one failure: a 1 s slot per check from now on
+    assert [guard.wait_before_check("10.0.0.1") for _ in range(3)] == [1.0, 2.0, 3.0]
+    assert guard.wait_before_check("10.0.0.2") == 0.0  # other addresses are not slowed
+
+
+def test_parallel_connections_do_not_guess_faster(checker):
+    """Ten connections from one address, a wrong password each: checked one delay apart."""
+    clock = Clock()
+    factory = telnet_factory({}, checker, clock)
+    address = IPv4Address("TCP", "10.0.0.1", 40000)
+    sessions = []
+    for _ in range(10):
+        proto, transport = factory.buildProtocol(address), StringTransport(peerAddress=address)
+        proto.makeConnection(transport)
+        sessions.append((proto, transport))
+    sessions[0][0].dataReceived(b"operator\r\nwrong\r\n")  # the first failure starts the back-off
+    checked_at = []
+    check = checker.requestAvatarId
+    checker.requestAvatarId = lambda creds: (checked_at.append(clock.seconds()), check(creds))[1]
+    for proto, _ in sessions[1:]:
+        proto.dataReceived(b"operator\r\nwrong\r\n")
+    assert checked_at == []  # none checked at once
+    clock.pump([0.25] * 400)
+    gaps = [b - a for a, b in zip(checked_at, checked_at[1:])]
+    assert len(checked_at) == 9 and min(gaps) >= 0.5, checked_at
+    assert all(b"Authentication failed" in transport.value() for _, transport in sessions)
