@@ -18,8 +18,10 @@ Twisted::
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -141,21 +143,16 @@ class Publisher:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def _in_use(self) -> Any:
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(
                 "this Publisher is in use by another thread: make one per thread, or guard it with a lock"
             )
-        lock = self._busy
-
-        class _Release:
-            def __enter__(self) -> None:
-                return None
-
-            def __exit__(self, *exc_info: Any) -> None:
-                lock.release()
-
-        return _Release()
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _open(self) -> Any:
         connection = self._connection

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -61,7 +62,11 @@ def test_publish_posts_to_the_in_memory_bus(tmp_path, run_twistd, monkeypatch):
     out = scbus("publish", "--config", str(config), "client_test.Order", "--lines", str(lines))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "published 5 message(s)"
+    assert out.stderr == ""  # no progress bar without a terminal
     assert [r["item"] for r in wait_for_lines(handled, 6)][1:] == [f"i{n}" for n in range(5)]
+    bar = progress_on_a_terminal("publish", "--config", str(config), "client_test.Order", "--lines", str(lines))
+    assert "5/5" in bar and "#" * 30 in bar
+    assert len(wait_for_lines(handled, 11)) == 11
 
     # Refused before posting: nothing reaches the bus.
     out = scbus("publish", "--config", str(config), "client_test.Order", '{"item": "tea", "quantity": "2"}')
@@ -70,8 +75,32 @@ def test_publish_posts_to_the_in_memory_bus(tmp_path, run_twistd, monkeypatch):
     out = scbus("publish", "--config", str(config), "client_test.Order", '{"item": "x", "quantity": 1}', token="wrong")
     assert out.returncode == 3 and len(out.stderr.splitlines()) == 1 and "401" in out.stderr
     time.sleep(1)
-    assert len(wait_for_lines(handled, 6)) == 6
+    assert len(wait_for_lines(handled, 11)) == 11
     assert TOKEN not in bus.log()
+
+
+def progress_on_a_terminal(*args: str) -> str:
+    """What the command writes to stderr when stderr is a terminal."""
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), SCBUS_TEST_PUBLISH_TOKEN=TOKEN)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scbus.cli", *args], stdout=subprocess.PIPE, stderr=terminal,
+        stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )
+    os.close(terminal)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        written += chunk
+    process.wait(60)
+    os.close(controller)
+    assert process.returncode == 0, written
+    return written.decode("utf-8", "replace")
 
 
 def test_without_a_token_in_the_environment_it_says_which_variable(tmp_path):
