@@ -12,11 +12,11 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from ..config import ConsoleConfig
+from ..errors import ConfigError
 from ..listening import Listener
 from ..mainbus import MainMessageBus
 from .auth import PasswordHashChecker, read_passwd_file
 from .namespace import make_namespace
-from .ssh import ssh_factory
 from .telnet import telnet_factory
 
 __all__ = ["Listener", "make_console_service"]
@@ -45,6 +45,12 @@ def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: An
         factory = telnet_factory(namespace, PasswordHashChecker(users), reactor)
         Listener("console.telnet_port", config.telnet_port, config.interface, factory, reactor).setServiceParent(console)
     if config.ssh_port is not None:
+        try:
+            from .ssh import ssh_factory
+        except ImportError as e:
+            raise ConfigError(
+                "console", "ssh_port", f"the SSH console needs twisted[conch] installed ({e})"
+            ) from None
         factory = ssh_factory(namespace, config)
         Listener("console.ssh_port", config.ssh_port, config.interface, factory, reactor).setServiceParent(console)
     return console

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+from twisted.conch import interfaces as iconch
+from twisted.conch import manhole_ssh
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.insults import insults
+from twisted.conch.ssh import keys
 from twisted.cred import portal
 from twisted.internet import protocol
 from zope.interface import implementer
@@ -16,17 +21,40 @@ from .shell import ConsoleManhole
 __all__ = ["ssh_factory"]
 
 
-def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> protocol.ServerFactory:
-    try:
-        from twisted.conch import manhole_ssh
-        from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
-        from twisted.conch.ssh import keys
-    except ImportError as e:
-        raise ConfigError(
-            "console", "ssh_port", f"the SSH console needs twisted[conch] installed ({e})"
-        ) from None
+class _Session(manhole_ssh.TerminalSession):
+    """
+    Conch's terminal session, which raises (a traceback in the log) when the client
+    closes its input or resizes its window, and closes the channel without an exit
+    status when the operator leaves, so ssh reports a lost connection. Here the end of
+    input leaves as Ctrl-D does, a resize reaches the terminal, and leaving sends exit
+    status 0 first.
+    """
 
-    authorized = _read_authorized_keys(config.ssh_authorized_keys or "", keys)
+    chained: Any = None
+
+    def openShell(self, proto: Any) -> None:
+        avatar = iconch.IConchUser(self.original)
+        self.chained = self.chainedProtocolFactory()
+        self.transportFactory(proto, self.chained, avatar, self.width, self.height)
+
+        def leave() -> None:
+            avatar.conn.sendRequest(proto.session, b"exit-status", struct.pack(">L", 0))
+            proto.loseConnection()
+
+        self.chained.transport.loseConnection = leave
+
+    def eofReceived(self) -> None:
+        if self.chained is not None:
+            self.chained.transport.loseConnection()
+
+    def windowChanged(self, size: tuple[int, int, int, int]) -> None:
+        height, width = size[:2]
+        if self.chained is not None and self.chained.terminalProtocol is not None:
+            self.chained.terminalProtocol.terminalSize(width, height)
+
+
+def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> protocol.ServerFactory:
+    authorized = _read_authorized_keys(config.ssh_authorized_keys or "")
 
     @implementer(IAuthorizedKeysDB)
     class _AnyUserKeys:
@@ -34,6 +62,7 @@ def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> protocol.Se
             return list(authorized)
 
     realm = manhole_ssh.TerminalRealm()
+    realm.sessionFactory = _Session
     realm.chainedProtocolFactory = lambda: insults.ServerProtocol(ConsoleManhole, namespace)
     factory = manhole_ssh.ConchFactory(portal.Portal(realm, [SSHPublicKeyChecker(_AnyUserKeys())]))
     try:
@@ -45,7 +74,7 @@ def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> protocol.Se
     return factory
 
 
-def _read_authorized_keys(path: str, keys: Any) -> list[Any]:
+def _read_authorized_keys(path: str) -> list[Any]:
     found = []
     try:
         with open(path, "rb") as f:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from .conftest import free_port, wait_for_port
+from .test_console import assert_clean
 
 pytest.importorskip("bcrypt")  # twisted[conch]
 SSH = shutil.which("ssh")
@@ -74,3 +75,10 @@ def test_ssh_console_takes_authorized_keys_only(tmp_path, run_twistd):
         if proc.poll() is None:
             proc.kill()
     assert b"answer 42" in out, out[-2000:]
+    assert proc.returncode == 0  # leaving with Ctrl-D is a normal end, not a lost connection
+
+    # exit() ends the session too, and so does the end of ssh's input: ssh returns by itself.
+    left = ssh(port, tmp_path / "operator", b"exit()\r", timeout=30)
+    assert left.returncode == 0, left.stderr[-2000:]
+    time.sleep(0.5)
+    assert_clean(bus.log())
