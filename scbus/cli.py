@@ -5,6 +5,8 @@ The C{scbus} command: small operator tools beside the twistd plugin.
   scbus check-config FILE             load FILE and call every app's builder, as twistd would
   scbus status --config FILE [--json] every live bus process and its apps; exit 1 if unhealthy
   scbus ping --config FILE [--process P] [--app A]   is it answering, and how fast
+  scbus pause APP --config FILE       pause APP in every process, and in those that start later
+  scbus resume APP --config FILE      resume it everywhere
 
 status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2 (bad
 config) or 3 (broker unreachable), so they can serve as health checks.
@@ -19,6 +21,7 @@ import sys
 from typing import Any
 
 from .commands import register as register_commands
+from .cli_pause import add_commands as add_pause_commands
 from .errors import ConfigError
 from .passwords import hash_password
 
@@ -93,7 +96,7 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
         if config.transport.type != "amqp":
             raise ConfigError(
                 config.source, "transport.type",
-                "status and ping need the amqp transport; a local bus has no control path "
+                "status, ping, pause and resume need the amqp transport; a local bus has no control path "
                 "outside its process (use status() in its console)",
             )
     except ConfigError as e:
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--timeout", type=float, default=2.0)
     pg.set_defaults(run=_ping)
     register_commands(commands)
+    add_pause_commands(commands, _control_client)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -30,7 +30,7 @@ __all__ = [
 
 CONTROL_EXCHANGE = "scbus.control"
 #: Operations a process answers.
-OPS = ("status", "ping")
+OPS = ("status", "ping", "pause", "resume")
 
 
 def process_name(bus_name: str) -> str:
@@ -75,12 +75,22 @@ class ControlResponder:
             return succeed(None)
         if request["op"] == "ping":
             return succeed({**self.identity(), "pong": True})
+        if request["op"] in ("pause", "resume"):
+            return succeed(self._pause(request["op"], request.get("app")))
         return self.bus.status().addCallback(
             lambda statuses: {
                 **self.identity(),
                 "app_status": [dataclasses.asdict(s) for s in statuses],
             }
         )
+
+
+    def _pause(self, op: str, app: Any) -> dict[str, Any] | None:
+        """pause/resume one app here (the requester already marked it on the broker)."""
+        if app not in self.bus.app_names():
+            return None
+        getattr(self.bus, op)(app)
+        return {**self.identity(), "app": app, "paused": op == "pause"}
 
 
 # --- reading answers ----------------------------------------------------------------------

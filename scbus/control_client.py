@@ -58,6 +58,23 @@ class ControlClient:
         channel.close()
         return answers
 
+    def mark_paused(self, app: str, paused: bool, by: str = "scbus pause") -> None:
+        """Keep (or drop) an app's pause on the broker (see transports/amqp/pause.py)."""
+        from .transports.amqp.pause import marker_arguments, marker_body, marker_queue
+
+        channel = self._connection.channel()
+        queue = marker_queue(app)
+        channel.queue_declare(queue, durable=True, arguments=marker_arguments(self.settings.queue_type))
+        if paused:
+            channel.confirm_delivery()
+            channel.basic_publish(
+                "", queue, marker_body(by),
+                pika.BasicProperties(content_type="application/json", delivery_mode=2), mandatory=True,
+            )
+        else:
+            channel.queue_purge(queue)
+        channel.close()
+
     def queue_facts(self, apps: list[str]) -> tuple[dict[str, int | None], dict[str, int | None]]:
         """(ready messages, consumers) of each app's queue; None where it does not exist."""
         queued: dict[str, int | None] = {}

@@ -172,12 +172,25 @@ class MainMessageBus(Service):
         app.paused = True
         self._withdraw(app)
         log.info("{app}: paused", app=name)
+        self._tell_transport("hold", name)
 
     def resume(self, name: str) -> None:
         app = self._app(name)
         app.paused = False
         log.info("{app}: resumed", app=name)
         self._pump(app)
+        self._tell_transport("unhold", name)
+
+    def _tell_transport(self, verb: str, name: str) -> None:
+        """A transport that prefetches gives back what a paused app holds (hold/unhold)."""
+        method = getattr(self.transport, verb, None)
+        if method is not None:
+            method(name).addErrback(lambda f: log.failure("{app}: {verb} failed", f, app=name, verb=verb))
+
+    def _pause_marked(self, name: str, paused: bool) -> None:
+        """The app was paused or resumed everywhere (the transport read its mark)."""
+        if name in self._apps and self._apps[name].paused != paused:
+            (self.pause if paused else self.resume)(name)
 
     def send(self, message: Message) -> Deferred[None]:
         """Send a message from outside any app (the console, a test)."""
@@ -195,6 +208,9 @@ class MainMessageBus(Service):
 
         self.control = ControlResponder(self, __version__)
         self.transport.serve_control(self.control.handle)
+        watch = getattr(self.transport, "watch_pause_marks", None)
+        if watch is not None:
+            watch(self._pause_marked)
         for app in self._apps.values():
             self._start_app(app)
         self._start_stuck_watch()

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from ..control import assess
 from ..mainbus import AppStatus, MainMessageBus
 from ..message import HeartbeatMessage, Message, registered_types
+from ..pausing import pause_everywhere
 from .views import AppStatusView, HealthView, Reply, SetAsideList, StatusTable
 
 __all__ = ["HELP", "make_namespace"]
@@ -48,7 +49,8 @@ scbus console: Python inside the running bus. exit() or Ctrl-D leaves it; the bu
   status()                 one line per app: handled, errors, in flight, queued, ...
   app_status('name')       one app's full status
   send(msg)                send a message, e.g. send(messages['clock.Tick'](count=1))
-  pause('name'), resume('name')
+  pause('name'), resume('name')   this process; everywhere=True: every process, and
+                           processes that start later (the pause is kept on the broker)
   unrouted(), dead_letters()   messages set aside: id, reason, type, age, size
   replay('unrouted'|'dead', id)  publish a set-aside message again
   heartbeat(app=None)      send a HeartbeatMessage through app queues (measures lag)
@@ -83,11 +85,15 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
             bus.send(message).addCallback(lambda _: Reply(f"sent {message!r} as {message.id}"))
         )
 
-    def pause(name: str) -> Reply:
+    def pause(name: str, everywhere: bool = False) -> Any:
+        if everywhere:
+            return _settled(pause_everywhere(bus, name, True).addCallback(Reply))
         bus.pause(name)
         return Reply(f"paused {name}")
 
-    def resume(name: str) -> Reply:
+    def resume(name: str, everywhere: bool = False) -> Any:
+        if everywhere:
+            return _settled(pause_everywhere(bus, name, False).addCallback(Reply))
         bus.resume(name)
         return Reply(f"resumed {name}")
 

@@ -187,3 +187,86 @@ def test_idle_handlers_run_in_one_process_and_move_when_it_dies_or_stops(rabbit,
         assert others <= 1, counts
     woke = [t for t in ticks if t["pid"] == second.process.pid and t["at"] >= stopped_wall]
     assert len(woke) <= 1, woke
+
+
+def queue_row(rabbit, queue: str) -> dict[str, int]:
+    """messages_ready, messages_unacknowledged and consumers of C{queue}, as rabbitmqctl says."""
+    out = rabbit.ctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready",
+                     "messages_unacknowledged", "consumers")
+    for line in out.splitlines():
+        name, *counts = line.split("\t")
+        if name.strip() == queue:
+            return dict(zip(("ready", "unacked", "consumers"), map(int, counts)))
+    raise AssertionError(f"{queue} not in {out!r}")
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.2)
+
+
+def paused_processes(config: str, app: str) -> dict[int, bool]:
+    status = scbus("status", "--config", config, "--json", "--timeout", "2")
+    answers = json.loads(status.stdout)["processes"]
+    return {a["pid"]: s["paused"] for a in answers for s in a["app_status"] if s["name"] == app}
+
+
+def test_pause_everywhere_gives_prefetched_back_and_holds_for_processes_that_start_later(rabbit, processes):
+    app = "pause_all"
+    total = 400
+    queue = f"scbus.app.{app}"
+    sink = Sink(rabbit.url, "many.Done", "test.many.done")
+    try:
+        buses = [processes(app, f"pause-{i}", in_flight=5, work=0.2) for i in range(2)]
+        for bus in buses:
+            wait_in_log(bus, f"{app}: consuming", 90)
+        config = buses[0].config
+        producer = pika.BlockingConnection(pika.URLParameters(rabbit.url))
+        channel = producer.channel()
+        channel.confirm_delivery()
+        for n in range(total):
+            body = json.dumps({"type": "many.Job", "id": f"job-{n}", "created_at": time.time(),
+                               "correlation_id": None, "data": {"n": n}})
+            channel.basic_publish("scbus.type.many.Job", "", body.encode(),
+                                  pika.BasicProperties(content_type="application/json", delivery_mode=2))
+        producer.close()
+        wait_until(lambda: len(sink.drain()) >= 20, 60, "handling started")
+
+        paused = scbus("pause", app, "--config", config)
+        print("\n" + paused.stdout)
+        assert paused.returncode == 0, paused.stderr
+        assert f"{app}: paused in 2 process(es)" in paused.stdout
+        # In-flight deliveries finish; the prefetched rest goes back: nothing stays held.
+        row = wait_until(lambda: (r := queue_row(rabbit, queue))["unacked"] == 0 and r, 15, "prefetched given back")
+        assert row["consumers"] == 0, row
+        handled_at_pause = len(sink.drain())
+        assert handled_at_pause < total
+        assert row["ready"] == total - handled_at_pause, (row, handled_at_pause)
+        assert paused_processes(config, app) == {b.process.pid: True for b in buses}
+
+        # A process that starts now starts paused: it consumes nothing.
+        late = processes(app, "pause-late", in_flight=5, work=0.2)
+        wait_in_log(late, f"{app}: paused", 90)
+        time.sleep(2.0)
+        assert paused_processes(config, app) == {b.process.pid: True for b in [*buses, late]}
+        assert queue_row(rabbit, queue) == {"ready": total - handled_at_pause, "unacked": 0, "consumers": 0}
+        assert len(sink.drain()) == handled_at_pause
+
+        resumed = scbus("resume", app, "--config", config)
+        print(resumed.stdout)
+        assert resumed.returncode == 0 and f"{app}: resumed in 3 process(es)" in resumed.stdout
+        wait_until(lambda: {d["n"] for d in sink.drain()} >= set(range(total)), 90, "every job handled")
+        assert paused_processes(config, app) == {b.process.pid: False for b in [*buses, late]}
+        done = sink.drain()
+    finally:
+        sink.close()
+    by_process = Counter(d["pid"] for d in done)
+    print("handled per process:", dict(by_process))
+    assert {d["n"] for d in done} == set(range(total))
+    assert by_process[late.process.pid] > 0  # the late process took work after the resume

@@ -104,6 +104,13 @@ class IAMQPConsumer(Interface):
         closes or the broker cancels the consumer.
         """
 
+    def cancel():
+        """
+        Ask the broker to send no more (basic.cancel). Answers a Deferred firing, once it
+        agreed, with the deliveries that arrived and were not taken by get(): they stay
+        unacknowledged on the channel for the caller to settle.
+        """
+
 
 class IAMQPChannel(Interface):
     is_open = Attribute("True until the channel closes.")

@@ -58,6 +58,13 @@ class _PikaConsumer:
     def get(self) -> Deferred[RawDelivery]:
         return self._queue.get().addCallback(self._channel._wrap)
 
+    def cancel(self) -> Deferred[list[RawDelivery]]:
+        # pika empties the queue when the broker agrees by binding a new list: the one
+        # held here keeps what arrived until then.
+        arrived = self._queue.pending
+        d = self._channel._channel.basic_cancel(self.tag)
+        return d.addCallback(lambda _: [self._channel._wrap(item) for item in arrived])
+
 
 @implementer(IAMQPChannel)
 class PikaChannel:

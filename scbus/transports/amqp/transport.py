@@ -39,6 +39,7 @@ from .control_plane import ControlPlane
 from .endpoints import broker_endpoint
 from .holding import HoldingAreas
 from .idle_lease import IdleLease, IdleLeases
+from .pause import AppPauses
 from .client import persistent_copy, reason_text, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 
@@ -122,6 +123,7 @@ class _App:
         self.waiters: list[Deferred[AMQPDelivery]] = []
         self.inner: dict[int, Deferred[Any]] = {}
         self.setup_waiters: list[Deferred[None]] = []
+        self.held = False  # paused: no consumer (see pause.py)
 
 
 class _Outgoing:
@@ -195,6 +197,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         self._asks: dict[str, list[dict[str, Any]]] = {}
         self._process_id = uuid.uuid4().hex[:16]
         self._idle_leases = IdleLeases(reactor, settings.heartbeat, settings.queue_type)
+        self._pauses = AppPauses(settings.queue_type, self._attach, f"{bus_name}@{socket.gethostname()}:{os.getpid()}")
 
     def __repr__(self) -> str:
         state = "connected" if self._session and self._session.ready else "disconnected"
@@ -278,6 +281,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         await self._start_dead_watch(session)
         await self._start_control(session)
         self._idle_leases.connected(connection)
+        self._pauses.recheck(connection, list(self._apps))
         session.ready = True
         self.connections += 1
         log.info("AMQP transport connected (session {n}) to {broker}", n=session.number, broker=self.settings.describe())
@@ -382,7 +386,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
             for cls in topology.binding_types(app.types):
                 await self._ensure_exchange(session, cls.wire_name)
                 await channel.queue_bind(app.queue, topology.type_exchange(cls.wire_name))
-            consumer = await channel.consume(app.queue)
+            consumer = await self._pauses.consume(session.connection, app, channel)
         finally:
             app.starting = False
         if not session.alive:
@@ -415,6 +419,24 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
     def idle_lease(self, app_name: str, on_change: Any) -> IdleLease:
         """Run C{app_name}'s idle handlers in one live process: see L{idle_lease}."""
         return self._idle_leases.want(app_name, on_change)
+
+    def hold(self, app_name: str) -> Deferred[int]:
+        """Paused: consume no more, give back what arrived and was not handed over."""
+        return Deferred.fromCoroutine(self._pauses.hold(self._apps[app_name]))
+
+    def unhold(self, app_name: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._pauses.unhold(self._apps[app_name]))
+
+    def mark_paused(self, app_name: str, paused: bool) -> Deferred[None]:
+        """Keep (or drop) an app's pause on the broker, for processes that start later."""
+        session = self._session
+        if session is None or not session.ready:
+            return fail(TransportError("not connected to the broker"))
+        return Deferred.fromCoroutine(self._pauses.write_mark(session.connection, app_name, paused))
+
+    def watch_pause_marks(self, observer: Any) -> None:
+        """C{observer(app_name, paused)} hears each change of an app's pause mark."""
+        self._pauses.observe(observer)
 
     # --- retrieving ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
 from txamqp.content import Content
+from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
 
 from ...errors import ConfigError
@@ -116,6 +117,15 @@ class _Consumer:
 
     def get(self) -> Deferred[RawDelivery]:
         return self._queue.get().addCallback(self._channel._delivery)
+
+    def cancel(self) -> Deferred[list[RawDelivery]]:
+        async def cancelled() -> list[RawDelivery]:
+            await self._channel._call("basic_cancel", consumer_tag=self.tag)
+            self._channel._consumers.pop(self.tag, None)
+            arrived, self._queue.pending = list(self._queue.pending), []
+            return [self._channel._delivery(item) for item in arrived if item is not TimeoutDeferredQueue.END]
+
+        return Deferred.fromCoroutine(cancelled())
 
 
 @implementer(IAMQPChannel)

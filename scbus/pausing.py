@@ -1,0 +1,37 @@
+"""
+Pausing an app in every process that runs it: the pause is marked on the broker (for
+processes that start later) and then announced over the control plane (for those
+running now). Used by the console's C{pause(app, everywhere=True)}; the C{scbus pause}
+command does the same with a blocking client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+__all__ = ["pause_everywhere", "summary"]
+
+
+def pause_everywhere(bus: Any, app: str, paused: bool, timeout: float = 2.0) -> Deferred[str]:
+    """Mark, then tell every live process; answers a line per process that answered."""
+    if app not in bus.app_names():
+        return fail(KeyError(f"no app named {app!r}; apps: {', '.join(sorted(bus.app_names()))}"))
+    transport = bus.transport
+    mark = getattr(transport, "mark_paused", None)  # in memory there is one process
+    d = mark(app, paused) if mark is not None else succeed(None)
+    d.addCallback(lambda _: transport.ask({"op": "pause" if paused else "resume", "app": app}, timeout))
+    return d.addCallback(lambda answers: summary(app, paused, answers, marked=mark is not None))
+
+
+def summary(app: str, paused: bool, answers: list[dict[str, Any]], *, marked: bool = True) -> str:
+    verb = "paused" if paused else "resumed"
+    processes = sorted(a["process"] for a in answers if isinstance(a, dict) and a.get("app") == app)
+    lines = [f"{app}: {verb} in {len(processes)} process(es)"]
+    lines += [f"  {p}" for p in processes]
+    if marked:
+        lines.append(
+            f"  (kept on the broker: processes that start now start {'paused' if paused else 'running'})"
+        )
+    return "\n".join(lines)
