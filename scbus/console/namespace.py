@@ -124,8 +124,10 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
 
     def lag(app: str | None = None, wait: float = 2.0) -> Any:
         """Send heartbeats through the app queues; after C{wait} s show each app's lag."""
+        shown: Deferred[Any] = Deferred()  # a Deferred of its own: the manhole waits for it
         sent = bus.send(HeartbeatMessage(app_name=app))
-        return sent.addCallback(lambda _: deferLater(bus.clock, wait, processes))
+        sent.addCallback(lambda _: deferLater(bus.clock, wait, processes)).chainDeferred(shown)
+        return _settled(shown)
 
     class _Help:
         def __repr__(self) -> str:

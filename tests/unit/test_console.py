@@ -237,3 +237,15 @@ def test_parallel_connections_do_not_guess_faster(checker):
     gaps = [b - a for a, b in zip(checked_at, checked_at[1:])]
     assert len(checked_at) == 9 and min(gaps) >= 0.5, checked_at
     assert all(b"Authentication failed" in transport.value() for _, transport in sessions)
+
+
+def test_lag_is_a_deferred_that_fires_after_the_wait(harness):
+    """The manhole prints a fired Deferred's repr at once: lag() must not look fired early."""
+    ns = make_namespace(harness.bus)
+    d = ns["lag"]("shop", wait=2.0)
+    assert isinstance(d, Deferred) and not d.called
+    harness.clock.advance(2.0)
+    assert "heartbeat lag" in repr(result_of(d))
+    harness.transport.send = lambda message: fail(RuntimeError("not connected"))
+    with pytest.raises(RuntimeError, match="not connected"):
+        ns["lag"]("shop")
