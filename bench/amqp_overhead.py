@@ -37,7 +37,7 @@ def run(messages: int) -> float:
         app.channel.deliveries.put(raw)
         clock.advance(0)
     elapsed = time.process_time() - start
-    assert bus._apps["shop"].acked == messages
+    assert bus.apps["shop"].counters.acked == messages
     return elapsed / messages
 
 

@@ -213,7 +213,7 @@ async def bus_loop(url, n, prefetch, client="pika"):
     bus.add_app("bench", ApplicationMessageBus("bench", subs), subs, max_in_flight=prefetch)
     transport.startService()
     bus.startService()
-    runner = bus._apps["bench"]
+    runner = bus.apps["bench"].counters
     while runner.acked < n:
         await task.deferLater(reactor, 0.005, lambda: None)
     end = time.perf_counter()

@@ -89,7 +89,7 @@ def through_the_bus(handlers, messages, expected_calls):
     done = {}
 
     def check():
-        acked = sum(app.acked for app in bus._apps.values())
+        acked = sum(app.counters.acked for app in bus.apps.values())
         if acked >= expected_calls:
             done["t"] = time.perf_counter()
             reactor.crash()

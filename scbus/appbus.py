@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from .appstate import AppCounters
 from .errorlog import ErrorLogLimiter, format_traceback
 from .errors import HandlerTimeout, InvalidSubscriptions
 from .logcapture import CapturedLog, install as install_log_capture, run_capturing
@@ -192,25 +193,41 @@ class ApplicationMessageBus:
         self.retry_base_delay = retry_delay
         self.retry_max_delay = retry_max_delay
         self.time_limit = time_limit
-        self.retried = 0
         self._random = random.random
         self._pool: ThreadPool | None = None
         if threads:
             self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=f"scbus-{name}")
             self._pool.threadFactory = _daemon_thread
-        self.handled = 0
-        self.errors = 0
-        self.last_handled_at: float | None = None
-        self.last_error: str | None = None
-        self.idle_last_run: dict[timedelta, float] = {}
-        self.last_heartbeat_lag: float | None = None
-        self.last_heartbeat_at: float | None = None
+        #: Everything counted about this app; the main bus adds its delivery counts here.
+        self.counters = AppCounters()
         self._running_in_pool = 0
         self._error_log = ErrorLogLimiter(reactor)
         install_log_capture()
 
     def __repr__(self) -> str:
         return f"<ApplicationMessageBus {self.name!r}>"
+
+    # --- counts, read from the counters -------------------------------------------------
+
+    @property
+    def handled(self) -> int:
+        return self.counters.handled
+
+    @property
+    def errors(self) -> int:
+        return self.counters.errors
+
+    @property
+    def retried(self) -> int:
+        return self.counters.retried
+
+    @property
+    def last_handled_at(self) -> float | None:
+        return self.counters.last_handled_at
+
+    @property
+    def last_error(self) -> str | None:
+        return self.counters.last_error
 
     # --- what the app asked for ---------------------------------------------------------
 
@@ -297,7 +314,7 @@ class ApplicationMessageBus:
             handler = self._idle[interval]
         except KeyError:
             raise KeyError(f"app {self.name!r} has no idle handler for {interval}") from None
-        self.idle_last_run[interval] = self._reactor.seconds()
+        self.counters.idle_last_run[interval] = self._reactor.seconds()
         result = self._run(handler, (), None, interval)
         return result if isinstance(result, Deferred) else succeed(result)
 
@@ -363,7 +380,7 @@ class ApplicationMessageBus:
         # that is not messages will do it again: neither is retried.
         if message is not None and attempt <= self.retries and not failure.check(_NotMessages):
             delay = self.retry_delay(attempt)
-            self.retried += 1
+            self.counters.retried += 1
             log.info(
                 "{app}: {what} failed ({error}); attempt {next} of {total} in {delay:.2f}s",
                 app=self.name, what=message.wire_name, error=failure.getErrorMessage(),
@@ -386,8 +403,7 @@ class ApplicationMessageBus:
 
     def _finished(self, messages: list[Message], incoming: Message | None) -> list[Message]:
         if incoming is not None:
-            self.handled += 1
-            self.last_handled_at = self._reactor.seconds()
+            self.counters.call_done(self._reactor.seconds())
             correlation = incoming.correlation_id or incoming.id
             for out in messages:
                 if out.correlation_id is None:
@@ -403,14 +419,13 @@ class ApplicationMessageBus:
         interval: timedelta | None,
         attempts: int = 1,
     ) -> list[Message]:
-        self.errors += 1
         error = failure.getErrorMessage() or failure.type.__name__
         error_type = failure.type.__qualname__
         if failure.type.__module__ not in ("builtins", __name__):
             error_type = f"{failure.type.__module__}.{error_type}"
         elif failure.check(_NotMessages):
             error_type = "TypeError"
-        self.last_error = f"{error_type}: {error}"
+        self.counters.call_failed(f"{error_type}: {error}")
         what = message.wire_name if message is not None else f"idle {interval}"
         frames = _frames(failure)
         if self._error_log.admit(self.name, error_type):
@@ -426,8 +441,7 @@ class ApplicationMessageBus:
                 traceback=format_traceback(frames, error_type, error),
             )
         if message is not None:
-            self.handled += 1
-            self.last_handled_at = self._reactor.seconds()
+            self.counters.call_done(self._reactor.seconds())
         if isinstance(message, AppErrorOccurredMessage):
             # Reporting a failure to handle a failure report would loop; the log has it.
             log.error(
@@ -450,24 +464,42 @@ class ApplicationMessageBus:
             report.correlation_id = message.correlation_id or message.id
         return [report]
 
+    def unsendable_report(
+        self, error: str, incoming: Message | None, correlation_id: str | None
+    ) -> AppErrorOccurredMessage:
+        """
+        The handler returned a message that cannot travel: that is the app's error,
+        counted and reported like any other.
+        """
+        self.counters.call_failed(None)
+        log.warn("{app}: {error}", app=self.name, error=error)
+        report = AppErrorOccurredMessage(
+            app_name=self.name,
+            message=incoming.to_dict() if incoming is not None else None,
+            error=error,
+            error_type="scbus.errors.EncodeError",
+            traceback=[],
+            log=[],
+            handler="",
+        )
+        report.correlation_id = correlation_id
+        return report
+
     def _answer_heartbeat(self, heartbeat: HeartbeatMessage, received_at: float | None = None) -> list[Message]:
         if heartbeat.app_name not in (None, self.name):
             return []
-        self.handled += 1
         now = self._reactor.seconds()
-        self.last_handled_at = now
+        self.counters.heartbeat(now, max(0.0, now - heartbeat.created_at))
         received = now if received_at is None else received_at
         queued = max(0.0, received - heartbeat.created_at)
-        self.last_heartbeat_lag = max(0.0, now - heartbeat.created_at)
-        self.last_heartbeat_at = now
         return [
             HeartbeatResponseMessage(
                 app_name=self.name,
                 heartbeat_id=heartbeat.id,
                 queued_seconds=queued,
                 handling_seconds=max(0.0, now - received),
-                handled=self.handled,
-                errors=self.errors,
+                handled=self.counters.handled,
+                errors=self.counters.errors,
                 correlation_id=heartbeat.correlation_id or heartbeat.id,
             )
         ]

@@ -21,10 +21,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .appbus import ApplicationMessageBus, Subscriptions
+from .appstate import AppCounters
 from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
 from .interfaces import IDelivery, ITransport
-from .message import AppErrorOccurredMessage, Message
+from .message import Message
 
 __all__ = ["MainMessageBus", "AppStatus"]
 
@@ -85,10 +86,8 @@ class _App:
         self.pumping = False
         self.pump_again = False
         self.pump_call: Any = None
-        self.acked = 0
-        self.redelivered = 0
-        self.send_failures = 0
-        self.rejected = 0
+        #: The app's counts: the app bus's, which this bus adds its delivery counts to.
+        self.counters: AppCounters = bus.counters
 
 
 class MainMessageBus(Service):
@@ -234,15 +233,15 @@ class MainMessageBus(Service):
         )
         self._drained = Deferred()
         timer = self._reactor.callLater(self.grace_period, self._grace_over)
-        marks = {app.name: (app.acked, app.send_failures) for app in self._apps.values()}
+        marks = {app.name: (app.counters.acked, app.counters.send_failures) for app in self._apps.values()}
         self._drained.addBoth(lambda r: timer.cancel() if timer.active() else None)
         self._drained.addCallback(lambda _: self._log_drained(marks, in_flight))
         self._drained.addCallback(lambda _: self._stop_apps())
         return self._drained
 
     def _log_drained(self, marks: dict[str, tuple[int, int]], in_flight: int) -> None:
-        acked = sum(app.acked - marks[app.name][0] for app in self._apps.values())
-        not_sent = sum(app.send_failures - marks[app.name][1] for app in self._apps.values())
+        acked = sum(app.counters.acked - marks[app.name][0] for app in self._apps.values())
+        not_sent = sum(app.counters.send_failures - marks[app.name][1] for app in self._apps.values())
         log.info(
             "drained: of {n} delivery(ies) in flight at stop, {acked} acknowledged, "
             "{not_sent} not sent",
@@ -348,7 +347,7 @@ class MainMessageBus(Service):
             delivery.release().addErrback(lambda f: None)
             return
         if delivery.redelivered:
-            app.redelivered += 1
+            app.counters.redelivered += 1
         app.in_flight[delivery] = self._reactor.seconds()
         # The one place a delivery is settled: whatever happens while handling it and
         # sending what came out, at once or later, it ends acknowledged, released or set
@@ -374,7 +373,7 @@ class MainMessageBus(Service):
     def _reject_unexpected(self, app: _App, delivery: IDelivery) -> Deferred[Any]:
         # It decoded, but as a type this app does not take (published under another
         # type's name): set it aside rather than acknowledge it unhandled.
-        app.rejected += 1
+        app.counters.rejected += 1
         reason = (
             f"{app.name} has no handler for {delivery.message.wire_name}; the body's type "
             "does not match the type it was published as"
@@ -419,41 +418,23 @@ class MainMessageBus(Service):
         }
 
     def _send_one(self, message: Message, app: _App, delivery: IDelivery | None) -> Deferred[Any]:
-        d = self.transport.send(message)
-        if d.called and not isinstance(getattr(d, "result", None), Failure):
-            return d
-        return d.addErrback(self._unsendable, message, app, delivery)
+        return self.transport.send(message).addErrback(self._unsendable, message, app, delivery)
 
     def _unsendable(
         self, failure: Failure, message: Message, app: _App, delivery: IDelivery | None
     ) -> Deferred[Any]:
         failure.trap(EncodeError)
-        # The app built a message that cannot travel: that is the app's error, reported
-        # like any other, and the delivery is done.
-        app.bus.errors += 1
-        log.warn("{app}: {error}", app=app.name, error=failure.getErrorMessage())
+        # The delivery is done: the app's error is reported instead of its result.
         incoming = delivery.message if delivery is not None else None
-        report = AppErrorOccurredMessage(
-            app_name=app.name,
-            message=incoming.to_dict() if incoming is not None else None,
-            error=failure.getErrorMessage(),
-            error_type="scbus.errors.EncodeError",
-            traceback=[],
-            log=[],
-            handler="",
-        )
-        report.correlation_id = message.correlation_id
+        report = app.bus.unsendable_report(failure.getErrorMessage(), incoming, message.correlation_id)
         return self.transport.send(report)
 
-    def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any] | None:
-        app.acked += 1
-        d = delivery.ack()
-        if d.called and not isinstance(d.result, Failure):
-            return None  # taken at once: nothing to chain
-        return d.addErrback(self._ack_failed, app, delivery)
+    def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any]:
+        app.counters.acked += 1
+        return delivery.ack().addErrback(self._ack_failed, app, delivery)
 
     def _ack_failed(self, failure: Failure, app: _App, delivery: IDelivery) -> None:
-        app.acked -= 1
+        app.counters.acked -= 1
         log.info(
             "{app}: acknowledgement not taken ({error}); the message will come again",
             app=app.name,
@@ -471,7 +452,7 @@ class MainMessageBus(Service):
             return self._reject_unexpected(app, delivery)
         if failure.check(TransportError):
             # The transport could not take the results now: the message comes again.
-            app.send_failures += 1
+            app.counters.send_failures += 1
             log.failure(
                 "{app}: results of {type} not sent; releasing it to be delivered again",
                 failure,
@@ -481,7 +462,7 @@ class MainMessageBus(Service):
             return delivery.release().addErrback(lambda f: None)
         # Anything else (an error report that could not be built or encoded, a bug) would
         # fail the same way on every delivery: set aside, with its body, not released.
-        app.rejected += 1
+        app.counters.rejected += 1
         error = f"{failure.type.__name__}: {failure.getErrorMessage()}"[:500]
         where = failure.frames[-1] if failure.frames else None
         log.error(
@@ -580,25 +561,26 @@ class MainMessageBus(Service):
     def _status(self, app: _App, queued: int | None) -> AppStatus:
         now = self._reactor.seconds()
         oldest = min(app.in_flight.values(), default=None)
+        counts = app.counters
         return AppStatus(
             name=app.name,
-            handled=app.bus.handled,
-            errors=app.bus.errors,
+            handled=counts.handled,
+            errors=counts.errors,
             in_flight=len(app.in_flight),
             queued=queued,
-            acked=app.acked,
-            redelivered=app.redelivered,
-            send_failures=app.send_failures,
-            last_handled_at=app.bus.last_handled_at,
+            acked=counts.acked,
+            redelivered=counts.redelivered,
+            send_failures=counts.send_failures,
+            last_handled_at=counts.last_handled_at,
             oldest_in_flight_age=None if oldest is None else now - oldest,
             paused=app.paused,
             threads=app.bus.threads,
             max_in_flight=app.max_in_flight,
-            idle={str(i): app.bus.idle_last_run.get(i) for i in app.bus.intervals},
-            last_error=app.bus.last_error,
+            idle={str(i): counts.idle_last_run.get(i) for i in app.bus.intervals},
+            last_error=counts.last_error,
             buffered=self.transport.buffered(app.name),
-            heartbeat_lag=app.bus.last_heartbeat_lag,
-            heartbeat_at=app.bus.last_heartbeat_at,
+            heartbeat_lag=counts.last_heartbeat_lag,
+            heartbeat_at=counts.last_heartbeat_at,
             stuck_after=app.stuck_after,
             runs_idle=app.idle.running,
         )
