@@ -3,7 +3,10 @@ LocalTransport throughput: handled messages per second through the real bus (rea
 reactor, in-memory transport), against plain loops calling the same handlers in the same
 run. Not a test: numbers vary by machine; the ratios are what to compare.
 
-    python -m bench.local_throughput [--messages 50000] [--repeat 3]
+    python -m bench.local_throughput [--messages 50000] [--repeat 3] [--with-http]
+
+--with-http attaches what the HTTP endpoints hook into the bus (the Prometheus
+histograms and the status page's sampler), to show what they cost per message.
 
 Cases:
   noop   one app whose handler returns None
@@ -75,10 +78,16 @@ def plain(handlers, messages, with_json):
     return time.perf_counter() - start, count
 
 
-def through_the_bus(handlers, messages, expected_calls):
+def through_the_bus(handlers, messages, expected_calls, with_http=False):
     """Queue everything, start the bus, stop the clock when every handler call is acked."""
     transport = LocalTransport(reactor)
     bus = MainMessageBus("bench", transport, reactor=reactor)
+    if with_http:
+        from scbus.web.history import History
+        from scbus.web.metrics import BusMetrics
+
+        BusMetrics(bus)
+        History(bus)
     apps = {}
     for name, subs in handlers.items():
         apps[name] = ApplicationMessageBus(name, subs, reactor=reactor)
@@ -107,7 +116,7 @@ def through_the_bus(handlers, messages, expected_calls):
     return elapsed, sum(app.handled for app in apps.values())
 
 
-def run(messages_per_case: int, repeat: int) -> dict:
+def run(messages_per_case: int, repeat: int, with_http: bool = False) -> dict:
     results = {}
     for case, make, calls_per_message in (("noop", noop_handlers, 1), ("chain", chain_handlers, 3)):
         figures = {"bus": [], "plain": [], "plain+json": []}
@@ -120,7 +129,7 @@ def run(messages_per_case: int, repeat: int) -> dict:
             t, count = plain(make(), messages, True)
             figures["plain+json"].append(t)
             gc.collect()
-            t, count = through_the_bus(make(), messages, messages_per_case * calls_per_message)
+            t, count = through_the_bus(make(), messages, messages_per_case * calls_per_message, with_http)
             assert count == messages_per_case * calls_per_message, count
             figures["bus"].append(t)
         best = {k: min(v) for k, v in figures.items()}
@@ -145,8 +154,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--with-http", action="store_true", help="attach the HTTP endpoints' observers")
     args = parser.parse_args(argv)
-    results = run(args.messages, args.repeat)
+    results = run(args.messages, args.repeat, args.with_http)
     print(json.dumps(results, indent=2))
     for case, r in results.items():
         print(

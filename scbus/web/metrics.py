@@ -64,15 +64,19 @@ class BusMetrics:
             ["app"], registry=self.registry, buckets=BUCKETS,
         )
         self.set_aside = SetAsideCounter()
+        self._children: dict[str, tuple[Any, Any]] = {}
         self._snapshot: Snapshot | None = None
         self.registry.register(_SnapshotCollector(self))
         bus.observers.append(self.observe)
 
     def observe(self, app: str, handling: float | None, queued: float | None, results: list[Message]) -> None:
-        if handling is not None:
-            self.handling.labels(app).observe(handling)
-        if queued is not None:
-            self.queued.labels(app).observe(queued)
+        if handling is None or queued is None:
+            return
+        children = self._children.get(app)
+        if children is None:  # labels() costs more than observing: once per app
+            children = self._children[app] = (self.handling.labels(app), self.queued.labels(app))
+        children[0].observe(handling)
+        children[1].observe(queued)
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The text exposition format, with counters and gauges as of C{snapshot}."""
