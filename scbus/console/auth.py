@@ -59,7 +59,7 @@ class PasswordHashChecker:
         self._users = dict(users)
         self._verify_in = verify_in
 
-    def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         username = creds.username.decode("utf-8", "replace") if isinstance(
             creds.username, bytes
         ) else creds.username

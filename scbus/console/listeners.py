@@ -42,8 +42,8 @@ def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: An
         users.update(read_passwd_file(config.passwd_file))
     namespace = make_namespace(bus)
     if config.telnet_port is not None:
-        factory = telnet_factory(namespace, PasswordHashChecker(users), reactor)
-        Listener("console.telnet_port", config.telnet_port, config.interface, factory, reactor).setServiceParent(console)
+        telnet = telnet_factory(namespace, PasswordHashChecker(users), reactor)
+        Listener("console.telnet_port", config.telnet_port, config.interface, telnet, reactor).setServiceParent(console)
     if config.ssh_port is not None:
         try:
             from .ssh import ssh_factory
@@ -51,6 +51,6 @@ def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: An
             raise ConfigError(
                 "console", "ssh_port", f"the SSH console needs twisted[conch] installed ({e})"
             ) from None
-        factory = ssh_factory(namespace, config)
-        Listener("console.ssh_port", config.ssh_port, config.interface, factory, reactor).setServiceParent(console)
+        ssh = ssh_factory(namespace, config)
+        Listener("console.ssh_port", config.ssh_port, config.interface, ssh, reactor).setServiceParent(console)
     return console

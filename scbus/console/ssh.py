@@ -11,7 +11,6 @@ from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.insults import insults
 from twisted.conch.ssh import keys
 from twisted.cred import portal
-from twisted.internet import protocol
 from zope.interface import implementer
 
 from ..config import ConsoleConfig
@@ -53,7 +52,7 @@ class _Session(manhole_ssh.TerminalSession):
             self.chained.terminalProtocol.terminalSize(width, height)
 
 
-def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> protocol.ServerFactory:
+def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> manhole_ssh.ConchFactory:
     authorized = _read_authorized_keys(config.ssh_authorized_keys or "")
 
     @implementer(IAuthorizedKeysDB)
@@ -61,10 +60,14 @@ def ssh_factory(namespace: dict[str, Any], config: ConsoleConfig) -> protocol.Se
         def getAuthorizedKeys(self, username: bytes) -> list[Any]:
             return list(authorized)
 
+    def terminal() -> insults.ServerProtocol:
+        return insults.ServerProtocol(ConsoleManhole, namespace)
+
     realm = manhole_ssh.TerminalRealm()
     realm.sessionFactory = _Session
-    realm.chainedProtocolFactory = lambda: insults.ServerProtocol(ConsoleManhole, namespace)
-    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [SSHPublicKeyChecker(_AnyUserKeys())]))
+    realm.chainedProtocolFactory = terminal  # type: ignore[assignment]  # Conch types it as the class
+    the_portal = portal.Portal(realm, [SSHPublicKeyChecker(_AnyUserKeys())])  # type: ignore[arg-type]
+    factory = manhole_ssh.ConchFactory(the_portal)
     try:
         host_key = keys.Key.fromFile(config.ssh_host_key)
     except (OSError, keys.BadKeyError) as e:

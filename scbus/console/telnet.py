@@ -41,6 +41,8 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
     their answer about echo.
     """
 
+    transport: Any  # Twisted types it as an optional ITransport; here it is set and richer
+
     def __init__(self, the_portal: portal.Portal, guard: LoginGuard, clock: Any, max_attempts: int) -> None:
         super().__init__(the_portal)
         self._guard = guard
@@ -138,6 +140,8 @@ _COMMAND_KEYS = {
 class _ConsoleTelnet(telnet.TelnetTransport):
     """Twisted's telnet transport that understands the commands real clients send."""
 
+    transport: Any  # Twisted types it as an optional ITransport; here it is set and richer
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._after_iac = False
@@ -174,6 +178,8 @@ class _TelnetBootstrap(telnet.TelnetBootstrapProtocol):
     clients do, and the manhole works.
     """
 
+    transport: Any  # Twisted types it as an optional ITransport; here it is set and richer
+
     def connectionMade(self) -> None:
         transport = self.transport
         transport.negotiationMap[telnet.NAWS] = self.telnet_NAWS
@@ -181,11 +187,12 @@ class _TelnetBootstrap(telnet.TelnetBootstrapProtocol):
         for option in (telnet.LINEMODE, telnet.NAWS, telnet.SGA):
             transport.do(option).addErrback(_negotiation_over, option)
         transport.will(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
-        self.protocol = self.protocolFactory(*self.protocolArgs, **self.protocolKwArgs)
+        terminal = self.protocolFactory(*self.protocolArgs, **self.protocolKwArgs)
         factory = getattr(self, "factory", None)
         if factory is not None:
-            self.protocol.factory = factory
-        self.protocol.makeConnection(self)
+            terminal.factory = factory
+        self.protocol = terminal
+        terminal.makeConnection(self)
 
 
 @implementer(portal.IRealm)
@@ -193,7 +200,7 @@ class _TelnetRealm:
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
 
-    def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> Any:
+    def requestAvatar(self, avatar_id: bytes | tuple[()], mind: Any, *interfaces: Any) -> Any:
         if telnet.ITelnetProtocol in interfaces:
             proto = _TelnetBootstrap(insults.ServerProtocol, ConsoleManhole, self.namespace)
             return telnet.ITelnetProtocol, proto, lambda: None

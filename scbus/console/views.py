@@ -53,7 +53,7 @@ class StatusTable(list):
     def __repr__(self) -> str:
         now = time.time()
         header = ("app", "handled", "errors", "in flight", "queued", "redelivered", "last handled", "paused")
-        rows = [header]
+        rows: list[tuple[str, ...]] = [header]
         for s in self:
             rows.append(
                 (
@@ -124,7 +124,7 @@ class SetAsideList(list):
         if not self:
             return "(none)"
         now = time.time()
-        rows = [("id", "code", "type", "app", "age", "size", "reason")]
+        rows: list[tuple[str, ...]] = [("id", "code", "type", "app", "age", "size", "reason")]
         for entry in self:
             reason = entry.reason if len(entry.reason) <= 80 else entry.reason[:77] + "..."
             rows.append((
