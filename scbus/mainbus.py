@@ -356,19 +356,24 @@ class MainMessageBus(Service):
             d = self._handle(app, delivery)
         except Exception:
             d = fail()
+        if d is None:
+            # The synchronous fast path: handled at once with nothing to send, so
+            # acknowledge now, with one Deferred (the transport's) instead of a chain.
+            self._ack_then_finish(app, delivery)
+            return
         d.addCallbacks(
             self._ack, self._not_settled, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
         )
         d.addBoth(self._finished, app, delivery)
 
-    def _handle(self, app: _App, delivery: IDelivery) -> Deferred[Any]:
+    def _handle(self, app: _App, delivery: IDelivery) -> Deferred[Any] | None:
+        """Run the handler and send its results: None when all of it was done at once."""
         result = app.bus.handle_now(delivery.message, delivery.received_at)
         if result is None:
             return fail(_UnexpectedType())
         if isinstance(result, Deferred):
             return result.addCallback(self._send_results, app, delivery)
-        sent = self._send_results(result, app, delivery)
-        return sent if sent is not None else succeed(None)
+        return self._send_results(result, app, delivery)
 
     def _reject_unexpected(self, app: _App, delivery: IDelivery) -> Deferred[Any]:
         # It decoded, but as a type this app does not take (published under another
@@ -428,6 +433,21 @@ class MainMessageBus(Service):
         incoming = delivery.message if delivery is not None else None
         report = app.bus.unsendable_report(failure.getErrorMessage(), incoming, message.correlation_id)
         return self.transport.send(report)
+
+    def _ack_then_finish(self, app: _App, delivery: IDelivery) -> None:
+        app.counters.acked += 1
+        try:
+            d = delivery.ack()
+        except Exception:
+            d = fail()
+        d.addCallbacks(
+            self._finished, self._ack_failed_then_finish,
+            callbackArgs=(app, delivery), errbackArgs=(app, delivery),
+        )
+
+    def _ack_failed_then_finish(self, failure: Failure, app: _App, delivery: IDelivery) -> None:
+        self._ack_failed(failure, app, delivery)
+        self._finished(None, app, delivery)
 
     def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any]:
         app.counters.acked += 1

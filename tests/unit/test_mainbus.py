@@ -141,6 +141,29 @@ def test_a_failed_send_releases_the_delivery_to_come_again():
     assert status.send_failures == 1 and status.redelivered == 1
 
 
+@pytest.mark.parametrize("answer", [None, Done(n=0)], ids=["nothing-to-send", "one-message"])
+def test_an_acknowledgement_not_taken_leaves_the_message_to_come_again(answer):
+    # The handler returns at once, so the bus settles without waiting (the synchronous
+    # path when there is nothing to send): a refused ack must still free the slot and
+    # not count as acknowledged.
+    w = World()
+    calls = []
+
+    def handle(m):
+        calls.append(m.n)
+        if len(calls) == 1:
+            w.transport.recover("a")  # the delivery in hand is no longer held: ack refused
+        return answer
+
+    w.add("a", {Job: handle}, max_in_flight=1)
+    w.start()
+    w.send(Job(n=7))
+    assert calls == [7, 7]
+    status = result_of(w.bus.status())[0]
+    assert (status.acked, status.redelivered, status.in_flight) == (1, 1, 0)
+    assert w.transport.unacked("a") == 0 and result_of(w.transport.queue_depth("a")) == 0
+
+
 def test_max_in_flight_is_respected():
     w = World()
     pending = []
