@@ -57,14 +57,19 @@ class IdleLoops:
         if self.mode == "every" or claim is None:
             self._start_loops()
             return
-        if self._lease is None:
-            self._lease = claim(self.app_name, self._lease_changed)
+        self._lease = claim(self.app_name, self._lease_changed)
         if self._lease.held:
             self._start_loops()
 
     def stop(self) -> None:
         self._wanted = False
         self._stop_loops()
+
+    def pause(self) -> None:
+        """Stop, and let another process run them meanwhile (give the lease up)."""
+        self.stop()
+        if self._lease is not None:
+            self._lease.release()
 
     def may_run(self) -> bool:
         """Checked before each run: a lease that may have been lost does not run a tick."""

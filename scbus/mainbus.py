@@ -170,6 +170,7 @@ class MainMessageBus(Service):
         app = self._app(name)
         app.paused = True
         self._withdraw(app)
+        app.idle.pause()
         log.info("{app}: paused", app=name)
         self._tell_transport("hold", name)
 
@@ -177,6 +178,8 @@ class MainMessageBus(Service):
         app = self._app(name)
         app.paused = False
         log.info("{app}: resumed", app=name)
+        if app.ready and self.running and not self._stopping:
+            app.idle.start(self.transport)
         self._pump(app)
         self._tell_transport("unhold", name)
 
@@ -277,7 +280,8 @@ class MainMessageBus(Service):
         if not self.running:
             return
         app.ready = True
-        app.idle.start(self.transport)
+        if not app.paused:
+            app.idle.start(self.transport)
         log.info(
             "{app}: subscribed to {types}; {idle} idle handler(s)",
             app=app.name,

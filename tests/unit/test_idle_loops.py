@@ -28,9 +28,15 @@ class FakeLease:
         self.on_change = on_change
         self.held = False
         self.fresh = True
+        self.wanted = True
 
     def holds(self):
         return self.held and self.fresh
+
+    def release(self):
+        self.wanted = False
+        self.held = False
+        self.on_change(False)
 
 
 class LeasingTransport(LocalTransport):
@@ -41,7 +47,8 @@ class LeasingTransport(LocalTransport):
         self.leases = {}
 
     def idle_lease(self, app_name, on_change):
-        lease = self.leases[app_name] = FakeLease(on_change)
+        lease = self.leases.setdefault(app_name, FakeLease(on_change))
+        lease.wanted = True
         return lease
 
     def grant(self, app_name, held):
@@ -225,3 +232,37 @@ def test_a_lease_channel_closed_by_the_broker_gives_up_and_claims_again():
     assert len(connection.channels) == 2
     connection.channels[1].deliver(1)
     assert changes == [True, False, True]
+
+
+def test_pausing_the_app_hands_the_lease_on_and_resuming_claims_it_again():
+    clock = Clock()
+    transport = LeasingTransport(clock)
+    bus, sent = beating_bus(clock, transport)
+    transport.grant("beats", True)
+    clock.advance(1.0)
+    bus.pause("beats")
+    lease = transport.leases["beats"]
+    assert not lease.wanted and not runs_idle(bus)  # another process may run them now
+    clock.pump([1.0] * 2)
+    assert sent == [1]
+    bus.resume("beats")
+    assert lease.wanted
+    transport.grant("beats", True)
+    clock.advance(1.0)
+    assert sent == [1, 2]
+
+
+def test_a_released_lease_closes_its_channel_and_is_claimed_again_when_wanted():
+    clock = Clock()
+    connection = Connection(clock)
+    changes = []
+    leases = IdleLeases(clock, heartbeat=2)
+    lease = leases.want("clock", changes.append)
+    leases.connected(connection)
+    connection.channels[0].deliver(1)
+    lease.release()
+    assert changes == [True, False] and not connection.channels[0].is_open
+    clock.advance(5.0)
+    assert len(connection.channels) == 1  # not claimed again while released
+    leases.want("clock", changes.append)
+    assert len(connection.channels) == 2

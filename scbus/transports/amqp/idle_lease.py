@@ -56,6 +56,7 @@ class IdleLease:
         self._held = False
         self._channel: IAMQPChannel | None = None
         self._connection: IAMQPConnection | None = None
+        self.wanted = True
 
     @property
     def held(self) -> bool:
@@ -89,6 +90,8 @@ class IdleLease:
     # --- on the broker ----------------------------------------------------------------------
 
     def start(self, connection: IAMQPConnection) -> None:
+        if not self.wanted:
+            return
         self._connection = connection
         Deferred.fromCoroutine(self._claim(connection)).addErrback(self._claim_failed, connection)
 
@@ -117,7 +120,7 @@ class IdleLease:
             self._owner.clock.callLater(REOPEN_DELAY, self._retry, connection)
 
     def _retry(self, connection: IAMQPConnection) -> None:
-        if self._connection is connection and connection.is_open and self._channel is None:
+        if self.wanted and self._connection is connection and connection.is_open and self._channel is None:
             self.start(connection)
 
     def _next(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
@@ -145,10 +148,19 @@ class IdleLease:
             return
         self._channel = None
         self._set(False)
-        if self._connection is connection and connection.is_open:
+        if self.wanted and self._connection is connection and connection.is_open:
             log.warn("{app}: idle lease channel closed ({reason}); claiming again",
                      app=self.app_name, reason=reason_text(reason))
             self._owner.clock.callLater(REOPEN_DELAY, self._retry, connection)
+
+    def release(self) -> None:
+        """Hand the lease to another process (this one paused the app): close its channel."""
+        self.wanted = False
+        channel, self._channel = self._channel, None
+        self._connection = None
+        self._set(False)
+        if channel is not None and channel.is_open:
+            channel.close()
 
     def lost(self) -> None:
         """The connection is gone: give the lease up now."""
@@ -172,8 +184,11 @@ class IdleLeases:
         lease = self._leases.get(app_name)
         if lease is None:
             lease = self._leases[app_name] = IdleLease(self, app_name, on_change)
-            if self._connection is not None and self._connection.is_open:
-                lease.start(self._connection)
+        elif lease.wanted:
+            return lease
+        lease.wanted = True
+        if self._connection is not None and self._connection.is_open:
+            lease.start(self._connection)
         return lease
 
     def get(self, app_name: str) -> IdleLease | None:
