@@ -105,8 +105,9 @@ class BusWeb(Resource):
 
     def render(self, request: Request) -> Any:
         path = [p.decode("utf-8", "replace") for p in request.postpath]
+        method = b"GET" if request.method == b"HEAD" else request.method  # twisted.web drops the body
         try:
-            handler, args = self._route(request.method, path)
+            handler, args = self._route(method, path)
         except _NoRoute as e:
             self._finish(request, e.answer)
             return NOT_DONE_YET

@@ -26,6 +26,8 @@ class BusHTTP:
                 code, raw, kind = response.status, response.read(), response.headers["content-type"]
         except urllib.error.HTTPError as e:
             code, raw, kind = e.code, e.read(), e.headers["content-type"]
+        if method == "HEAD":
+            return code, raw
         return code, json.loads(raw) if kind == "application/json" else raw.decode()
 
     def get(self, path: str) -> tuple[int, Any]:

@@ -90,6 +90,7 @@ def test_in_memory_bus_over_http(start_bus):
     bus, http, shop, mailroom = start_bus()
     http.wait("/ready", 200)
     assert http.get("/live") == (200, {"live": True})
+    assert http.call("HEAD", "/ready")[0] == 200  # health checkers that only look at the status
     ids = publish_known_traffic(http)
     m = check_metrics(http, shop, mailroom)
     # the error report of "bad" has no subscriber here: it is unrouted, and counted once
