@@ -226,12 +226,12 @@ def test_parallel_connections_do_not_guess_faster(checker):
         proto, transport = factory.buildProtocol(address), StringTransport(peerAddress=address)
         proto.makeConnection(transport)
         sessions.append((proto, transport))
-    sessions[0][0].dataReceived(b"operator\r\nwrong\r\n")  # the first failure starts the back-off
+    sessions[0][0].dataReceived(b"admin\r\nwrong\r\n")  # the first failure starts the back-off
     checked_at = []
     check = checker.requestAvatarId
     checker.requestAvatarId = lambda creds: (checked_at.append(clock.seconds()), check(creds))[1]
     for proto, _ in sessions[1:]:
-        proto.dataReceived(b"operator\r\nwrong\r\n")
+        proto.dataReceived(b"admin\r\nwrong\r\n")
     assert checked_at == []  # none checked at once
     clock.pump([0.25] * 400)
     gaps = [b - a for a, b in zip(checked_at, checked_at[1:])]
