@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["ITransport", "IDelivery", "ISetAside"]
+__all__ = ["ITransport", "IDelivery", "ISetAside", "IReadyDeliveries"]
 
 
 class IDelivery(Interface):
@@ -116,4 +116,18 @@ class ITransport(Interface):
         Publish a set-aside message again (after an app subscribed to it, or after the code
         that decodes it was deployed) and drop it from the store. Answers a Deferred firing
         with True when found.
+        """
+
+
+class IReadyDeliveries(Interface):
+    """
+    Optional, beside L{ITransport}: deliveries already in hand are taken without a
+    Deferred, so the bus's loop costs one call per message when a queue is full. A
+    transport without it is driven by L{ITransport.retrieve} alone.
+    """
+
+    def take_ready(app_name):
+        """
+        The next L{IDelivery} for C{app_name} if one can be handed over now, without
+        passing one that an earlier L{ITransport.retrieve} still waits for; else None.
         """

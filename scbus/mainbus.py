@@ -24,7 +24,7 @@ from .appbus import ApplicationMessageBus, Subscriptions
 from .appstate import AppCounters
 from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
-from .interfaces import IDelivery, ITransport
+from .interfaces import IDelivery, IReadyDeliveries, ITransport
 from .message import Message
 
 __all__ = ["MainMessageBus", "AppStatus"]
@@ -109,6 +109,10 @@ class MainMessageBus(Service):
             from twisted.internet import reactor  # noqa: PLC0415
         self.setName(name)
         self.transport = transport
+        ready = IReadyDeliveries(transport, None)
+        self._take_ready: Callable[[str], IDelivery | None] | None = (
+            None if ready is None else ready.take_ready
+        )
         self.grace_period = grace_period
         self._reactor = reactor
         self._apps: dict[str, _App] = {}
@@ -317,6 +321,11 @@ class MainMessageBus(Service):
                     return
                 budget -= 1
                 app.pump_again = False
+                if self._take_ready is not None:
+                    delivery = self._take_ready(app.name)
+                    if delivery is not None:
+                        self._got_delivery(delivery, app, None)
+                        continue
                 waiter = self.transport.retrieve(app.name)
                 app.waiting.add(waiter)
                 waiter.addCallbacks(
@@ -345,8 +354,9 @@ class MainMessageBus(Service):
         if not failure.check(CancelledError):
             log.failure("{app}: retrieve failed", failure, app=app.name)
 
-    def _got_delivery(self, delivery: IDelivery, app: _App, waiter: Deferred[Any]) -> None:
-        app.waiting.discard(waiter)
+    def _got_delivery(self, delivery: IDelivery, app: _App, waiter: Deferred[Any] | None) -> None:
+        if waiter is not None:
+            app.waiting.discard(waiter)
         if app.paused or self._stopping:
             delivery.release().addErrback(lambda f: None)
             return

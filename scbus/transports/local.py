@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
-from ..interfaces import IDelivery, ITransport
+from ..interfaces import IDelivery, IReadyDeliveries, ITransport
 from ..message import Message, lookup
 from .setaside import DEAD, UNROUTED, SetAsideMessage
 
@@ -79,7 +79,7 @@ class _Queue:
         self.delivered = 0
 
 
-@implementer(ITransport)
+@implementer(ITransport, IReadyDeliveries)
 class LocalTransport(Service):
     """
     In-memory transport for one process; the embedded default.
@@ -180,12 +180,15 @@ class LocalTransport(Service):
         self._route(message_type, body)
         return succeed(None)
 
-    def retrieve(self, app_name: str) -> Deferred[LocalDelivery]:
+    def take_ready(self, app_name: str) -> LocalDelivery | None:
         queue = self._queue(app_name)
-        if not queue.waiters:
-            delivery = self._next_delivery(queue)
-            if delivery is not None:
-                return succeed(delivery)
+        return None if queue.waiters else self._next_delivery(queue)
+
+    def retrieve(self, app_name: str) -> Deferred[LocalDelivery]:
+        delivery = self.take_ready(app_name)
+        if delivery is not None:
+            return succeed(delivery)
+        queue = self._queue(app_name)
         waiter: Deferred[LocalDelivery] = Deferred(lambda d: self._withdraw(queue, d))
         queue.waiters.append(waiter)
         return waiter

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 
 from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
 
 from scbus import codec
 from scbus.errors import EncodeError
+from scbus.interfaces import IReadyDeliveries
 from scbus.message import Message
 
 
@@ -248,6 +250,31 @@ class TransportContract:
         delivery = await self.next_delivery(a)
         self.assertEqual(delivery.message.text, "kept")
         await delivery.ack()
+
+    async def test_deliveries_taken_ready_keep_order_and_never_pass_a_waiting_retrieve(self):
+        t = await self.start()
+        if not IReadyDeliveries.providedBy(t):
+            raise unittest.SkipTest(f"{type(t).__name__} hands deliveries over through retrieve() only")
+        a = self.app("a")
+        await t.setup(a, [Note])
+        waiting = t.retrieve(a)  # asked first: the first message is its
+        self.assertIsNone(t.take_ready(a))
+        for text in ("one", "two", "three"):
+            await t.send(Note(text=text))
+        first = await waiting
+        taken = []
+        deadline = reactor.seconds() + WAIT
+        while len(taken) < 2 and reactor.seconds() < deadline:
+            delivery = t.take_ready(a)
+            if delivery is None:
+                await task.deferLater(reactor, 0.01, lambda: None)
+            else:
+                taken.append(delivery)
+        self.assertEqual([d.message.text for d in (first, *taken)], ["one", "two", "three"])
+        self.assertIsNone(t.take_ready(a))
+        for d in (first, *taken):
+            await d.ack()
+        self.assertTrue(await self.nothing_for(a))
 
     async def test_queue_depth_and_buffered_count_waiting_messages(self):
         t = await self.start()
