@@ -390,8 +390,8 @@ def test_a_deeply_nested_payload_with_a_raising_handler_is_settled(logged):
     result_of(w.transport.publish_raw(_deep_body(500)))
     w.flush()
     assert w.transport.unacked("app") == 0 and result_of(w.transport.queue_depth("app")) == 0
-    assert [(d.type_name, d.app_name) for d in w.transport.dead_letters] == [("test.mainbus.Weird", "app")]
-    assert w.transport.dead_letters[0].body == _deep_body(500)  # kept whole, to replay
+    # Set aside whole, to replay (whether refused at decode or after the handler failed).
+    assert [d.body for d in w.transport.dead_letters] == [_deep_body(500)]
     assert result_of(w.bus.status())[0].in_flight == 0
     w.send(Job(n=7))  # the app's only slot was freed
     assert [d.n for d in w.of(Done)] == [7]
