@@ -34,11 +34,11 @@ class History:
     def __init__(self, bus: Any, *, every: float = EVERY, keep: int = KEEP) -> None:
         self.bus = bus
         self.every = every
-        self.samples: dict[str, deque[tuple[float, float | None, float | None, int | None]]] = {}
+        self.samples: dict[str, deque[tuple[float, float | None, float | None, int | None, float | None]]] = {}
         self.keep = keep
         self.errors: deque[dict[str, Any]] = deque(maxlen=ERRORS_KEPT)
-        #: Per app, the recent (time, handled) readings the rate is measured over.
-        self._recent: dict[str, deque[tuple[float, int]]] = {}
+        #: Per app, the recent (time, handled, errors) readings rates are measured over.
+        self._recent: dict[str, deque[tuple[float, int, int]]] = {}
         self._queued: dict[str, list[float]] = {}  # per app: [sum, count] since the last sample
         self._loop = LoopingCall(self.sample)
         self._loop.clock = bus.clock
@@ -82,21 +82,24 @@ class History:
         now = self.bus.clock.seconds()
         for s in statuses:
             recent = self._recent.setdefault(s.name, deque(maxlen=RATE_SAMPLES + 1))
-            recent.append((now, s.handled))
-            first_at, first_handled = recent[0]
-            rate = (s.handled - first_handled) / (now - first_at) if now > first_at else None
+            recent.append((now, s.handled, s.errors))
+            first_at, first_handled, first_errors = recent[0]
+            rate = error_rate = None
+            if now > first_at:
+                rate = (s.handled - first_handled) / (now - first_at)
+                error_rate = (s.errors - first_errors) / (now - first_at)
             total, count = self._queued.pop(s.name, (0.0, 0))
             lag = total / count if count else None
             backlog = None if s.queued is None else s.queued + s.in_flight
             ring = self.samples.get(s.name)
             if ring is None:
                 ring = self.samples[s.name] = deque(maxlen=self.keep)
-            ring.append((now, rate, lag, backlog))
+            ring.append((now, rate, lag, backlog, error_rate))
 
     def series(self) -> dict[str, list[list[Any]]]:
-        """Per app: [time, messages per second, mean seconds queued, backlog] rows."""
+        """Per app: [time, messages per second, mean seconds queued, backlog, errors per second] rows."""
         return {
-            app: [[round(t, 3), _round(rate), _round(lag), backlog] for t, rate, lag, backlog in ring]
+            app: [[round(t, 3), _round(rate), _round(lag), backlog, _round(errors)] for t, rate, lag, backlog, errors in ring]
             for app, ring in self.samples.items()
         }
 

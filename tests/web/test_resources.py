@@ -264,6 +264,7 @@ def test_page_json_has_samples_and_errors(site):
     assert code == 200 and page["writable"] is True
     rows = page["series"]["shop"]
     assert len(rows) == 6 and rows[-1][1] == pytest.approx(0.5)  # one order every 2 s
+    assert rows[-1][4] == pytest.approx(0.1)  # one failed in the last 10 s
     (error,) = page["errors"]
     assert error["app"] == "shop" and error["error"] == "no such item"
     assert error["traceback"][-1]["function"] == "on_order"

@@ -101,7 +101,7 @@ function drawApps(page) {
   body.replaceChildren();
   for (const app of page.apps) {
     const rows = page.series[app.name] || [];
-    const last = rows.length ? rows[rows.length - 1] : [0, null, null, null];
+    const last = rows.length ? rows[rows.length - 1] : [0, null, null, null, null];
     const state = app.paused ? "paused" : "consuming";
     const backlog = app.queued === null ? null : app.queued + app.in_flight;
     const action = app.paused
@@ -113,6 +113,7 @@ function drawApps(page) {
       el("td", { class: "num rate" }, fmtNumber(last[1], 1)),
       el("td", { class: "num handled" }, app.handled),
       el("td", { class: "num errors" + (app.errors ? " some" : "") }, app.errors),
+      el("td", { class: "num error-rate" + (last[4] ? " some" : "") }, fmtNumber(last[4], 2)),
       el("td", { class: "num" }, `${app.in_flight}/${app.max_in_flight}`),
       el("td", { class: "num backlog" }, backlog === null ? "?" : backlog),
       el("td", { class: "num" }, fmtSeconds(last[2])),
@@ -168,7 +169,8 @@ function draw(page) {
   document.getElementById("bus-name").textContent = page.bus;
   document.getElementById("process").textContent = `${page.process} · ${page.version}`;
   const connected = document.getElementById("connected");
-  connected.textContent = page.connected ? "connected" : "disconnected";
+  connected.textContent = (page.connected ? "connected" : "disconnected")
+    + (page.send_buffer ? ` · ${page.send_buffer} waiting to be sent` : "");
   connected.className = "badge " + (page.connected ? "ok" : "bad");
   document.getElementById("uptime").textContent = page.uptime === null ? "" : `up ${fmtNumber(page.uptime / 60, 1)} min`;
   document.getElementById("updated").textContent = "updated " + new Date(page.now * 1000).toLocaleTimeString();
