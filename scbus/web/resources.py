@@ -227,6 +227,10 @@ class BusWeb(Resource):
             message = message_from_post(body, self.max_message_size)
         except DecodeError as e:
             return _error(400, str(e), reason=e.reason)
+        if not transport_connected(self.bus.transport):
+            # Over AMQP it would wait in the send buffer, in this process's memory only,
+            # with the request hanging until the broker is back: say so now instead.
+            return _error(503, "not sent: the transport is not connected to the broker; try again")
         log.info("http: publishing {type} {id}", type=message.wire_name, id=message.id)
         d = self.bus.send(message)
         d.addCallbacks(

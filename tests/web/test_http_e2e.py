@@ -120,6 +120,9 @@ def test_ready_says_what_is_missing_while_the_broker_is_unreachable(start_bus):
     assert m[("scbus_transport_connected", ())] == 0
     code, answer = http.post("/messages", {"type": "test.shop.Order", "data": {"item": "tea"}, "id": "x"})
     assert code == 400  # checked before anything is sent, connected or not
+    code, answer = http.post("/messages", {"type": "test.shop.Order", "data": {"item": "tea"}})
+    assert code == 503 and "not connected" in answer["error"]
+    assert http.metrics()[("scbus_send_buffer_messages", ())] == 0
 
 
 def test_rabbitmq_bus_over_http(rabbit, start_bus):
