@@ -10,7 +10,6 @@ with a list of messages and never fails: errors become L{AppErrorOccurredMessage
 from __future__ import annotations
 
 import inspect
-import json
 import random
 import linecache
 import os
@@ -26,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from . import codec
 from .appstate import AppCounters
 from .errorlog import ErrorLogLimiter, format_traceback
 from .errors import HandlerTimeout, InvalidSubscriptions
@@ -146,8 +146,8 @@ def _frames(failure: Failure) -> list[dict[str, Any]]:
 
 
 def _as_data(value: Any) -> Any:
-    """A JSON-safe copy: anything JSON cannot carry becomes its repr."""
-    return json.loads(json.dumps(value, default=repr))
+    """A JSON-safe copy: anything JSON cannot carry becomes text."""
+    return codec.json_safe(value)
 
 
 def _handler_name(handler: Handler) -> str:
@@ -451,7 +451,7 @@ class ApplicationMessageBus:
             return []
         report = AppErrorOccurredMessage(
             app_name=self.name,
-            message=_as_data(message.to_dict()) if message is not None else None,
+            message=codec.embeddable(message),
             error=error,
             error_type=error_type,
             traceback=frames,
@@ -475,7 +475,7 @@ class ApplicationMessageBus:
         log.warn("{app}: {error}", app=self.name, error=error)
         report = AppErrorOccurredMessage(
             app_name=self.name,
-            message=incoming.to_dict() if incoming is not None else None,
+            message=codec.embeddable(incoming),
             error=error,
             error_type="scbus.errors.EncodeError",
             traceback=[],

@@ -2,21 +2,41 @@
 The wire encoding: a message is one UTF-8 JSON object (see docs/wire.md).
 
 Decoding never raises anything but a L{DecodeError} subclass, whatever the bytes, so a
-transport can set a bad body aside with C{error.reason} and carry on.
+transport can set a bad body aside with C{error.reason} and carry on. What JSON allows
+but a message cannot carry is refused at the door: non-finite numbers (C{1e999} reads as
+infinity), duplicate keys (which one wins is up to each parser) and nesting deeper than
+the configured limit (every later step, encoding an error report included, recurses).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from typing import Any
 
 from .errors import DecodeError, EncodeError, MalformedMessage, MessageTooLarge
 from .message import Message
 
-__all__ = ["CONTENT_TYPE", "encode", "decode", "peek_type"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DEFAULT_MAX_NESTING",
+    "encode",
+    "decode",
+    "peek_type",
+    "embeddable",
+    "json_safe",
+]
 
 #: The AMQP content type (and the only one accepted) of an scbus body.
 CONTENT_TYPE = "application/json"
+
+#: Deepest nesting of objects and arrays a body may have, the envelope counting as 1
+#: (``transport.max_nesting``).
+DEFAULT_MAX_NESTING = 64
+
+#: Characters of a message's text kept in the safe form of an error report.
+SAFE_TEXT_LIMIT = 1000
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -25,7 +45,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 30 else text[:27] + "..."
+        raise ValueError(f"number {shown} is out of range (non-finite numbers are refused)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 40 else key[:37] + "..."
+                raise ValueError(f"duplicate key {shown!r} in an object")
+            seen.add(key)
+    return obj
+
+
+_decoder = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+)
 
 
 def encode(message: Message) -> bytes:
@@ -36,7 +78,21 @@ def encode(message: Message) -> bytes:
         raise EncodeError(f"{message.wire_name}: cannot encode as JSON: {e}") from None
 
 
-def _load(body: bytes, max_size: int | None) -> Any:
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True when objects and arrays in C{value} nest deeper than C{limit} (it counting as 1)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _load(body: bytes, max_size: int | None, max_nesting: int) -> Any:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"a body must be bytes, got {type(body).__name__}")
     if max_size is not None and len(body) > max_size:
@@ -46,39 +102,147 @@ def _load(body: bytes, max_size: int | None) -> Any:
     except UnicodeDecodeError as e:
         raise MalformedMessage(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
     try:
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
     except json.JSONDecodeError as e:
         raise MalformedMessage(
             f"body is not JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:
         raise MalformedMessage(f"body is not acceptable JSON: {e}") from None
+    except RecursionError:
+        raise MalformedMessage(
+            f"body is nested deeper than {max_nesting} levels (transport.max_nesting)"
+        ) from None
+    # Brackets bound the depth from above: most bodies need no walk at all.
+    if (
+        isinstance(value, (dict, list))
+        and text.count("{") + text.count("[") > max_nesting
+        and _nesting_exceeds(value, max_nesting)
+    ):
+        raise MalformedMessage(
+            f"body is nested deeper than {max_nesting} levels (transport.max_nesting)"
+        )
+    return value
 
 
-def decode(body: bytes, max_size: int | None = None) -> Message:
+def decode(
+    body: bytes, max_size: int | None = None, max_nesting: int = DEFAULT_MAX_NESTING
+) -> Message:
     """
     The message in C{body}.
 
-    @raise MalformedMessage: not UTF-8, not JSON, or not an envelope.
+    @raise MalformedMessage: not UTF-8, not JSON, not an envelope, a non-finite number,
+        a duplicate key, or nested deeper than C{max_nesting}.
     @raise MessageTooLarge: longer than C{max_size} bytes.
     @raise UnknownMessageType: no class is registered for its type.
     @raise MissingField: a required field is absent.
     @raise FieldTypeError: a field has the wrong type.
     """
-    envelope = _load(body, max_size)
+    envelope = _load(body, max_size, max_nesting)
     try:
         return Message.from_dict(envelope)
     except DecodeError:
         raise
-    except (RecursionError, ValueError, TypeError) as e:
-        raise MalformedMessage(f"unusable message: {e}") from None
+    except Exception as e:  # a message class's own checks: whatever they raise, refused
+        raise MalformedMessage(f"unusable message: {type(e).__name__}: {e}") from None
 
 
 def peek_type(body: bytes) -> str | None:
     """The wire type name in C{body}, if one can be read, for logs and routing of raw bodies."""
     try:
-        envelope = _load(body, None)
+        envelope = _load(body, None, DEFAULT_MAX_NESTING)
     except DecodeError:
         return None
     name = envelope.get("type") if isinstance(envelope, dict) else None
     return name if isinstance(name, str) else None
+
+
+# --- what an error report may embed ------------------------------------------------------
+
+_short = reprlib.Repr()
+_short.maxlevel = 4
+_short.maxstring = _short.maxother = SAFE_TEXT_LIMIT
+_short.maxlong = 60
+
+
+def _text_of(source: Message | bytes) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        text = bytes(source[: SAFE_TEXT_LIMIT * 4]).decode("utf-8", "replace")
+    else:
+        try:
+            text = _short.repr(source.to_dict())
+        except Exception:
+            text = f"<{type(source).__name__}>"
+    return text if len(text) <= SAFE_TEXT_LIMIT else text[: SAFE_TEXT_LIMIT - 3] + "..."
+
+
+def embeddable(
+    source: Message | bytes | None, *, reserve: int = 2, max_bytes: int | None = None
+) -> dict[str, Any] | None:
+    """
+    The envelope an error or quarantine report embeds for C{source} (a message, or the
+    raw body the broker set aside): the envelope itself when it encodes, is no longer
+    than C{max_bytes} and, nested C{reserve} levels down in the report, stays within the
+    default nesting limit; otherwise a safe form (type, id, correlation id, the problem,
+    a truncated text), so that a report always encodes and is always decodable.
+    """
+    if source is None:
+        return None
+    problem = ""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            envelope = _load(bytes(source), max_bytes, DEFAULT_MAX_NESTING - reserve)
+            if not isinstance(envelope, dict):
+                raise MalformedMessage("not a JSON object")
+        else:
+            envelope = source.to_dict()
+            size = len(_encoder.encode(envelope).encode("utf-8"))
+            if max_bytes is not None and size > max_bytes:
+                raise MessageTooLarge(f"{size} bytes is over {max_bytes}")
+            if _nesting_exceeds(envelope, DEFAULT_MAX_NESTING - reserve):
+                raise MalformedMessage(f"nested deeper than {DEFAULT_MAX_NESTING - reserve} levels")
+        return envelope
+    except Exception as e:
+        problem = f"{type(e).__name__}: {e}"[:200]
+    if isinstance(source, Message):
+        type_name, message_id, correlation = source.wire_name, source.id, source.correlation_id
+    else:
+        type_name, message_id, correlation = peek_type(bytes(source)), None, None
+    return {
+        "type": type_name if isinstance(type_name, str) else None,
+        "id": message_id if isinstance(message_id, str) else None,
+        "correlation_id": correlation if isinstance(correlation, str) else None,
+        "unembeddable": f"cannot embed this message in a report ({problem})",
+        "text": _text_of(source),
+    }
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:
+    """
+    A copy of C{value} that JSON can carry and scbus can decode: what cannot travel
+    (non-finite numbers, huge integers, objects, nesting past 8 levels) becomes text.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:  # lone surrogates, from a "\\ud800" escape
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, int):
+        return int(value) if value.bit_length() < 4000 else f"<int of {value.bit_length()} bits>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if _depth >= 8:
+        return _short.repr(value)[:SAFE_TEXT_LIMIT]
+    if isinstance(value, Message):
+        return json_safe(value.to_dict(), _depth)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, _depth + 1) for v in value]
+    try:
+        return _short.repr(value)[:SAFE_TEXT_LIMIT]
+    except Exception:
+        return f"<{type(value).__name__}>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
 import os
 import time
 import types
@@ -89,7 +90,10 @@ def _check_float(value: Any, path: str) -> Any:
     if type(value) is float:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise FieldTypeError(f"field {path!r}: {_describe(value)} is too large for a float") from None
     return _expected("float")(value, path)
 
 
@@ -350,6 +354,12 @@ class Message:
         created_at = envelope.get("created_at")
         if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
             raise MalformedMessage(f"{wire_name}: 'created_at' must be a number (Unix time)")
+        try:
+            created_at = float(created_at)
+        except OverflowError:
+            created_at = math.inf
+        if not math.isfinite(created_at):
+            raise MalformedMessage(f"{wire_name}: 'created_at' must be a finite number (Unix time)")
         correlation_id = envelope.get("correlation_id")
         if correlation_id is not None and not isinstance(correlation_id, str):
             raise MalformedMessage(f"{wire_name}: 'correlation_id' must be a string or null")
@@ -363,7 +373,7 @@ class Message:
         message = target.__new__(target)
         values = message.__dict__
         values["id"] = message_id
-        values["created_at"] = float(created_at)
+        values["created_at"] = created_at
         values["correlation_id"] = correlation_id
         defaults = _defaults(target)
         for name, check in plan.fields:

@@ -130,7 +130,16 @@ def test_constructor_checks_types():
         (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1.5}}', FieldTypeError, "expected int, got float"),
         (b'{"type": "test.Shape", "id": "i", "created_at": 1, "data": {"points": [{"type": "test.Point"}]}}', FieldTypeError, "points[0]"),
         (b'{"type": "test.Shape", "id": "i", "created_at": 1, "data": {"points": [], "tags": {"a": "b"}}}', FieldTypeError, "tags.a"),
-        (b"[" * 100000, MalformedMessage, "JSON"),
+        (b"[" * 100000, MalformedMessage, "nested deeper than 64 levels (transport.max_nesting)"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "y": 1e999}}', MalformedMessage, "number 1e999 is out of range"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "y": -1E400}}', MalformedMessage, "out of range"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1e400, "data": {"x": 1}}', MalformedMessage, "number 1e400 is out of range"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "y": Infinity}}', MalformedMessage, "Infinity is not valid JSON"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "y": -Infinity}}', MalformedMessage, "-Infinity is not valid JSON"),
+        (b'{"type": "test.Point", "id": "i", "created_at": ' + b"9" * 400 + b', "data": {"x": 1}}', MalformedMessage, "'created_at' must be a finite number"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "y": ' + b"9" * 400 + b'}}', FieldTypeError, "too large for a float"),
+        (b'{"type": "test.Point", "type": "no.Such", "id": "i", "created_at": 1, "data": {"x": 1}}', MalformedMessage, "duplicate key 'type'"),
+        (b'{"type": "test.Point", "id": "i", "created_at": 1, "data": {"x": 1, "x": 2}}', MalformedMessage, "duplicate key 'x'"),
     ],
 )
 def test_decode_errors_are_specific(body, error, text):
@@ -138,6 +147,54 @@ def test_decode_errors_are_specific(body, error, text):
         codec.decode(body)
     assert text in str(info.value)
     assert info.value.reason in {"malformed", "unknown-type", "missing-field", "wrong-type"}
+
+
+def _nested_point(depth):
+    """A Loose message whose body nests C{depth} levels, the envelope counting as 1."""
+    inner = "[" * (depth - 2) + "]" * (depth - 2)
+    return ('{"type": "test.Loose", "id": "i", "created_at": 1, "data": {"anything": %s}}' % inner).encode()
+
+
+def test_nesting_is_limited_at_decode_and_the_limit_is_configurable():
+    assert codec.decode(_nested_point(64)).anything is not None
+    with pytest.raises(MalformedMessage, match="nested deeper than 64 levels"):
+        codec.decode(_nested_point(65))
+    with pytest.raises(MalformedMessage, match="nested deeper than 10 levels"):
+        codec.decode(_nested_point(11), max_nesting=10)
+    assert codec.decode(_nested_point(200), max_nesting=200).anything is not None
+    # brackets inside strings do not count
+    text = codec.encode(Loose(anything="[{" * 500))
+    assert codec.decode(text).anything == "[{" * 500
+
+
+def test_a_report_embeds_a_safe_form_of_what_cannot_travel():
+    deep = Loose(anything=[[[[[[[[[[]]]]]]]]]], correlation_id="c")
+    assert codec.embeddable(deep) == deep.to_dict()
+    deeper = Loose.from_dict({"type": "test.Loose", "id": "m1", "created_at": 1, "data": {"anything": 0}})
+    deeper.anything = eval("[" * 63 + "]" * 63)
+    safe = codec.embeddable(deeper)
+    assert (safe["type"], safe["id"], safe["correlation_id"]) == ("test.Loose", "m1", None)
+    assert "nested deeper than 62 levels" in safe["unembeddable"] and len(safe["text"]) <= codec.SAFE_TEXT_LIMIT
+    infinite = Loose(anything=float("inf"))
+    safe = codec.embeddable(infinite)
+    assert "Out of range float" in safe["unembeddable"] and safe["id"] == infinite.id
+    body = b'{"type": "test.Point", "id": "i", "created_at": 1e999, "data": {}}'
+    safe = codec.embeddable(body)
+    assert safe["type"] is None and "out of range" in safe["unembeddable"]
+    assert safe["text"] == body.decode()
+    report = AppErrorOccurredMessage(
+        app_name="a", message=safe, error="e", error_type="E", traceback=[], log=[],
+    )
+    assert codec.decode(codec.encode(report)).message == safe
+    assert codec.embeddable(codec.encode(deep)) == deep.to_dict()
+
+
+def test_json_safe_turns_what_cannot_travel_into_text():
+    value = {"f": float("nan"), "i": 10 ** 5000, 3: [float("-inf"), object], "deep": eval("[" * 50 + "]" * 50)}
+    safe = codec.json_safe(value)
+    assert safe["f"] == "nan" and safe[str(3)][0] == "-inf" and safe["i"].startswith("<int of")
+    assert isinstance(safe[str(3)][1], str)
+    codec.decode(codec.encode(Loose(anything=safe)))
 
 
 def test_decode_size_limit():
