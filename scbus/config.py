@@ -63,6 +63,10 @@ class BusConfig:
 class TransportConfig:
     type: str = "local"
     max_message_size: int = 1024 * 1024
+    #: Deepest nesting of a body's JSON (the envelope is 1); deeper is refused as malformed.
+    max_nesting: int = 64
+    #: Entries each in-memory set-aside store (unrouted, dead) keeps; the oldest go first.
+    set_aside_limit: int = 10_000
     #: Keys only some transports read (the AMQP URL, prefetch, ...), checked by them.
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The AMQP transport's checked settings, when type is "amqp".
@@ -246,6 +250,8 @@ BUS_KEYS: dict[str, Check] = {
 TRANSPORT_KEYS: dict[str, Check] = {
     "type": _one_of(TRANSPORTS),
     "max_message_size": _integer(1, 128 * 1024 * 1024),
+    "max_nesting": _integer(2, 200),
+    "set_aside_limit": _integer(1, 1_000_000),
 }
 #: Keys only the amqp transport reads (scbus/transports/amqp/settings.py turns them into
 #: its settings).
@@ -422,7 +428,8 @@ def _transport(problems: _Problems, table: Any) -> TransportConfig:
 
     try:
         transport.amqp = parse_amqp_settings(
-            transport.options, problems.source, transport.max_message_size
+            transport.options, problems.source, transport.max_message_size,
+            max_nesting=transport.max_nesting,
         )
     except ConfigError as e:
         problems.absorb(e)

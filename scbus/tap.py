@@ -46,7 +46,12 @@ def make_transport(config: Config, reactor: Any = None) -> Any:
     if config.transport.type == "local":
         from .transports.local import LocalTransport
 
-        return LocalTransport(reactor, max_message_size=config.transport.max_message_size)
+        return LocalTransport(
+            reactor,
+            max_message_size=config.transport.max_message_size,
+            max_nesting=config.transport.max_nesting,
+            set_aside_limit=config.transport.set_aside_limit,
+        )
     if config.transport.type == "amqp":
         from .transports.amqp import AMQPTransport
 

@@ -22,8 +22,8 @@ from zope.interface import implementer
 from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
 from ..interfaces import IDelivery, IReadyDeliveries, ITransport
-from ..message import Message, lookup
-from .setaside import DEAD, UNROUTED, SetAsideMessage
+from ..message import HeartbeatResponseMessage, Message, lookup
+from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
 
 __all__ = ["LocalTransport", "LocalDelivery"]
 
@@ -85,6 +85,9 @@ class LocalTransport(Service):
     In-memory transport for one process; the embedded default.
 
     @param max_message_size: bodies larger than this are dead-lettered (None: no limit).
+    @param max_nesting: bodies nested deeper than this are dead-lettered.
+    @param set_aside_limit: entries each of the unrouted and dead stores keeps; past
+        that the oldest go (counted in L{dropped}).
     @param record: keep every message sent in C{self.sent}, for tests.
     """
 
@@ -95,6 +98,8 @@ class LocalTransport(Service):
         reactor: Any = None,
         *,
         max_message_size: int | None = None,
+        max_nesting: int = codec.DEFAULT_MAX_NESTING,
+        set_aside_limit: int = DEFAULT_LIMIT,
         record: bool = False,
     ) -> None:
         if reactor is None:
@@ -106,8 +111,9 @@ class LocalTransport(Service):
         self._wake_pending: set[_Queue] = set()
         self._wake_call: Any = None
         self.max_message_size = max_message_size
-        self.unrouted: list[SetAsideMessage] = []
-        self.dead_letters: list[SetAsideMessage] = []
+        self.max_nesting = max_nesting
+        self.unrouted = SetAsideStore(set_aside_limit)
+        self.dead_letters = SetAsideStore(set_aside_limit)
         self.sent: list[Message] | None = [] if record else None
         self._stopped = False
         self._control: Any = None
@@ -224,6 +230,11 @@ class LocalTransport(Service):
 
     # --- inspection -----------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> dict[str, int]:
+        """How many of the oldest entries each set-aside store dropped to stay bounded."""
+        return {UNROUTED: self.unrouted.dropped, DEAD: self.dead_letters.dropped}
+
     def unacked(self, app_name: str) -> int:
         return len(self._queue(app_name).unacked)
 
@@ -233,7 +244,7 @@ class LocalTransport(Service):
 
     # --- internals ------------------------------------------------------------------------
 
-    def _store(self, kind: str) -> list[SetAsideMessage]:
+    def _store(self, kind: str) -> SetAsideStore:
         if kind == UNROUTED:
             return self.unrouted
         if kind == DEAD:
@@ -259,6 +270,8 @@ class LocalTransport(Service):
     def _route(self, message_type: type[Message], body: bytes) -> None:
         targets = self._targets(message_type)
         if not targets:
+            if issubclass(message_type, HeartbeatResponseMessage):
+                return  # an answer nobody asked for here: nothing to keep or replay
             self._keep_unrouted(body, message_type.wire_name)
             return
         for queue in targets:
@@ -268,7 +281,7 @@ class LocalTransport(Service):
         entry = SetAsideMessage(
             body=body, reason=f"no app subscribes to {type_name}", code=UNROUTED, type_name=type_name
         )
-        self.unrouted.append(entry)
+        self._keep(self.unrouted, entry)
         log.warn(
             "unrouted: no app subscribes to {type}; kept as {id} (replay it from the "
             "console once an app subscribes)",
@@ -304,7 +317,7 @@ class LocalTransport(Service):
         while queue.ready:
             body, redelivered = queue.ready.popleft()
             try:
-                message = codec.decode(body, self.max_message_size)
+                message = codec.decode(body, self.max_message_size, self.max_nesting)
             except DecodeError as e:
                 self._dead_letter(body, e, codec.peek_type(body), queue.name)
                 continue
@@ -348,11 +361,22 @@ class LocalTransport(Service):
         entry = SetAsideMessage(
             body=body, reason=reason, code=code, type_name=type_name, app_name=app_name
         )
-        self.dead_letters.append(entry)
+        self._keep(self.dead_letters, entry)
         log.error(
-            "dead-lettered {id}{where}: {reason}",
+            "dead-lettered {id}{where} [{code}]: {reason}",
             id=entry.id,
             where=f" from {app_name}" if app_name else "",
+            code=code,
             reason=reason,
         )
+
+    def _keep(self, store: SetAsideStore, entry: SetAsideMessage) -> None:
+        if store.append(entry) and store.dropped % 1000 == 1:
+            log.warn(
+                "{kind} store full ({limit} entries, transport.set_aside_limit): dropped the "
+                "oldest; {dropped} dropped so far",
+                kind=entry.code if entry.code == UNROUTED else DEAD,
+                limit=store.limit,
+                dropped=store.dropped,
+            )
 

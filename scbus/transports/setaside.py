@@ -7,12 +7,17 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterator
 
 from zope.interface import implementer
 
 from ..interfaces import ISetAside
 
-__all__ = ["SetAsideMessage", "UNROUTED", "DEAD"]
+__all__ = ["SetAsideMessage", "SetAsideStore", "UNROUTED", "DEAD", "DEFAULT_LIMIT"]
+
+#: Entries an in-memory store keeps by default (``transport.set_aside_limit``).
+DEFAULT_LIMIT = 10_000
 
 UNROUTED = "unrouted"
 DEAD = "dead"
@@ -38,3 +43,35 @@ class SetAsideMessage:
             f"<SetAside {self.id} {self.code}{where} type={self.type_name!r} "
             f"reason={self.reason!r} body={preview!r}{'...' if len(self.body) > 60 else ''}>"
         )
+
+
+class SetAsideStore:
+    """
+    An in-memory holding area that cannot grow without bound in a long-running bus:
+    past C{limit} entries the oldest is dropped, and counted in C{dropped}.
+    """
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._entries: deque[SetAsideMessage] = deque(maxlen=limit)
+
+    def append(self, entry: SetAsideMessage) -> bool:
+        """Keep C{entry}; True when the oldest entry was dropped to make room."""
+        full = len(self._entries) == self.limit
+        if full:
+            self.dropped += 1
+        self._entries.append(entry)
+        return full
+
+    def remove(self, entry: SetAsideMessage) -> None:
+        self._entries.remove(entry)
+
+    def __iter__(self) -> Iterator[SetAsideMessage]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<SetAsideStore {len(self)}/{self.limit}, {self.dropped} dropped>"
