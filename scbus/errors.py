@@ -50,6 +50,18 @@ class FieldTypeError(DecodeError, TypeError):
     reason = "wrong-type"
 
 
+class ContentTypeRefused(DecodeError):
+    """A delivery's content type says it is not scbus JSON."""
+
+    reason = "content-type"
+
+
+class BadProperties(DecodeError):
+    """The AMQP client could not decode a delivery's properties (its header table, say)."""
+
+    reason = "bad-properties"
+
+
 class EncodeError(ScbusError, ValueError):
     """A message cannot be put on the wire (a value JSON cannot carry, for instance)."""
 

@@ -6,12 +6,14 @@ language would (see docs/wire.md).
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
 from collections import Counter
 
 import pika
+from twisted.internet import reactor, task
 
 TYPE_EXCHANGE = "scbus.type.{}"
 
@@ -133,3 +135,17 @@ def report(name: str, sent: int, confirmed: int, counts: Counter[int], expected:
         f"handled={figures['handled']} lost={figures['lost']} duplicated={figures['duplicated']}"
     )
     return figures
+
+
+async def eventually(check, timeout=30.0):
+    """Until C{check()} (a value or an awaitable) is true, for at most C{timeout} s."""
+    deadline = reactor.seconds() + timeout
+
+    async def holds():
+        result = check()
+        return (await result) if inspect.isawaitable(result) else result
+
+    while not await holds():
+        if reactor.seconds() > deadline:
+            raise AssertionError("condition not met in time")
+        await task.deferLater(reactor, 0.05, lambda: None)

@@ -14,7 +14,7 @@ from scbus.message import AppErrorOccurredMessage, Message
 from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
 
 from ..contract.test_amqp_contract import connected, make_amqp_transport
-from .amqp_client import Producer
+from .amqp_client import Producer, eventually
 
 
 class Order(Message, wire_name="bus.Order"):
@@ -32,14 +32,6 @@ class Mismatch(Message, wire_name="bus.Mismatch"):
 
 class Lonely(Message, wire_name="bus.Lonely"):
     note: str
-
-
-async def eventually(check, timeout=30.0):
-    deadline = reactor.seconds() + timeout
-    while not check():
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not met in time")
-        await task.deferLater(reactor, 0.05, lambda: None)
 
 
 @pytest.mark.usefixtures("rabbit_for_class")

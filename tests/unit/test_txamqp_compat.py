@@ -74,7 +74,9 @@ def test_bodies_stay_bytes():
 
 class _FakeChannel:
     def basic_publish(self, **kwargs):
-        pass
+        from twisted.internet.defer import succeed
+
+        return succeed(None)  # txAMQP answers every method call with a Deferred
 
 
 def test_confirms_with_multiple_resolve_every_earlier_publish():

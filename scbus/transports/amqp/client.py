@@ -15,6 +15,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = [
     "reason_text",
+    "property_error_text",
     "ConnectionWatch",
     "Properties",
     "persistent_copy",
@@ -78,6 +79,15 @@ class RawDelivery:
     routing_key: str
     properties: Any
     body: bytes
+    #: Why the client could not decode the message's properties (then C{properties} is
+    #: empty): the delivery is set aside, the connection stays up.
+    property_error: str | None = None
+
+
+def property_error_text(error: BaseException) -> str:
+    """One line saying why a client could not decode a delivery's properties."""
+    text = f"{type(error).__name__}: {error}"
+    return "message properties cannot be decoded: " + (text if len(text) <= 200 else text[:197] + "...")
 
 
 class IAMQPConnection(Interface):

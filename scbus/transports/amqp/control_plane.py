@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from ... import codec
 from ...control import CONTROL_EXCHANGE
 from ...errors import TransportError
-from .client import IAMQPChannel, IAMQPConsumer, Properties, RawDelivery, reason_text
+from .client import IAMQPChannel, Properties, RawDelivery, reason_text
+from .readloop import acknowledger, read_loop
 
 __all__ = ["ControlPlane"]
 
@@ -48,8 +49,8 @@ class ControlPlane:
         session.control = channel
         session.replies_queue = replies_queue
         channel.closed.addBoth(self._control_closed, session, channel)
-        self._next_request(session, channel, requests)
-        self._next_reply(channel, replies)
+        read_loop(requests_queue, requests, lambda raw: self._request(raw, channel), acknowledger(channel))
+        read_loop(replies_queue, replies, lambda raw: self._reply(raw, channel), acknowledger(channel))
 
     def _control_closed(self, reason: Any, session: Any, channel: IAMQPChannel) -> None:
         if self._usable(session) and session.control is channel:
@@ -57,19 +58,15 @@ class ControlPlane:
             session.control = None
             Deferred.fromCoroutine(self._start_control(session)).addErrback(self._session_broken, session)
 
-    def _next_request(self, session: Any, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        consumer.get().addCallbacks(self._request, lambda f: None, callbackArgs=(session, channel, consumer))
-
-    def _request(self, raw: RawDelivery, session: Any, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+    def _request(self, raw: RawDelivery, channel: IAMQPChannel) -> None:
         channel.ack(raw.delivery_tag)
-        self._next_request(session, channel, consumer)
         reply_to = raw.properties.reply_to
-        try:
-            request = json.loads(raw.body)
-        except ValueError:
-            log.warn("control: ignored a request that is not JSON")
+        correlation_id = raw.properties.correlation_id
+        request = _json_object(raw.body)
+        if request is None:
+            log.warn("control: ignored a request that is not a JSON object")
             return
-        if self._control is None or not reply_to:
+        if self._control is None or not isinstance(reply_to, str) or not reply_to:
             return
         d = maybeDeferred(self._control, request)
 
@@ -77,23 +74,21 @@ class ControlPlane:
             if reply is None or not channel.is_open:
                 return
             body = json.dumps(reply, default=repr).encode("utf-8")
-            props = Properties(content_type=codec.CONTENT_TYPE, correlation_id=raw.properties.correlation_id)
+            props = Properties(
+                content_type=codec.CONTENT_TYPE,
+                correlation_id=correlation_id if isinstance(correlation_id, str) else None,
+            )
             channel.publish("", reply_to, body, props)
 
         d.addCallback(answer).addErrback(lambda f: log.failure("control: answering failed", f))
 
-    def _next_reply(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        consumer.get().addCallbacks(self._reply, lambda f: None, callbackArgs=(channel, consumer))
-
-    def _reply(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+    def _reply(self, raw: RawDelivery, channel: IAMQPChannel) -> None:
         channel.ack(raw.delivery_tag)
-        self._next_reply(channel, consumer)
-        collected = self._asks.get(raw.properties.correlation_id or "")
-        if collected is not None:
-            try:
-                collected.append(json.loads(raw.body))
-            except ValueError:
-                pass
+        correlation_id = raw.properties.correlation_id
+        collected = self._asks.get(correlation_id) if isinstance(correlation_id, str) else None
+        answer = _json_object(raw.body) if collected is not None else None
+        if answer is not None:
+            collected.append(answer)
 
     def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
         """Ask every live bus process (this one too); their answers after C{timeout} s."""
@@ -108,3 +103,13 @@ class ControlPlane:
         )
         session.control.publish(CONTROL_EXCHANGE, "", body, props)
         return deferLater(self._reactor, timeout, self._asks.pop, correlation)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """A control request or answer, if the body is one JSON object (anyone may publish here)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+

@@ -8,19 +8,20 @@ the second, and listing and replaying both from the console.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ... import codec
-from ...errors import TransportError
+from ...errors import EncodeError, NotRunning, TransportError
 from ...message import AppErrorOccurredMessage
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
-from .client import IAMQPChannel, IAMQPConsumer, RawDelivery, persistent_copy
+from .client import IAMQPChannel, RawDelivery, persistent_copy
+from .readloop import acknowledger, read_loop
 
 __all__ = ["HoldingAreas", "SET_ASIDE_LIMIT"]
 
@@ -37,6 +38,7 @@ class HoldingAreas:
         """
         scbus.unrouted and scbus.dead. They are shared by every app and process, so one
         that exists is used as it is (whatever its queue type); a missing one is made.
+        And scbus.discard, which keeps heartbeat answers no app takes out of the first.
         """
         channel = session.topology
         assert channel is not None
@@ -52,6 +54,11 @@ class HoldingAreas:
             except Exception:
                 await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
             await channel.queue_bind(queue, exchange)
+        await channel.queue_declare(topology.DISCARD_QUEUE, durable=True, arguments=topology.discard_queue_arguments())
+        for wire_name in topology.DISCARDED_WHEN_UNROUTED:
+            exchange = topology.type_exchange(wire_name)
+            await channel.exchange_declare(exchange, "fanout", durable=True, arguments=topology.exchange_arguments())
+            await channel.queue_bind(topology.DISCARD_QUEUE, exchange)
 
     async def _start_unrouted_log(self, session: Any) -> None:
         """Every process logs what lands in scbus.unrouted, from its own transient queue."""
@@ -60,48 +67,42 @@ class HoldingAreas:
         await channel.queue_declare(name, durable=False, exclusive=True, auto_delete=True, arguments={"x-max-length": 1000})
         await channel.queue_bind(name, topology.UNROUTED_EXCHANGE)
         consumer = await channel.consume(name, exclusive=True)
-        self._log_unrouted(consumer, channel)
+        read_loop("unrouted log", consumer, lambda raw: self._log_unrouted(raw, channel), acknowledger(channel))
 
-    def _log_unrouted(self, consumer: IAMQPConsumer, channel: IAMQPChannel) -> None:
-        def got(raw: RawDelivery) -> None:
-            type_name = raw.properties.type or codec.peek_type(raw.body) or "?"
-            log.warn(
-                "unrouted: no app subscribes to {type} (id {id}); kept in queue {queue} "
-                "(list and replay it from the console)",
-                type=type_name, id=raw.properties.message_id, queue=topology.UNROUTED_QUEUE,
-            )
-            channel.ack(raw.delivery_tag)
-            self._log_unrouted(consumer, channel)
-
-        consumer.get().addCallbacks(got, lambda f: None)
+    def _log_unrouted(self, raw: RawDelivery, channel: IAMQPChannel) -> None:
+        channel.ack(raw.delivery_tag)
+        type_name = _text(raw.properties.type) or codec.peek_type(raw.body) or "?"
+        log.warn(
+            "unrouted: no app subscribes to {type} (id {id}); kept in queue {queue} "
+            "(list and replay it from the console)",
+            type=type_name, id=_text(raw.properties.message_id), queue=topology.UNROUTED_QUEUE,
+        )
 
     async def _start_dead_watch(self, session: Any) -> None:
         channel = await session.connection.channel()
         await channel.qos(10)
         consumer = await channel.consume(topology.DEAD_WATCH_QUEUE)
-        self._next_dead(channel, consumer)
+        read_loop(topology.DEAD_WATCH_QUEUE, consumer, lambda raw: self._watch_dead(raw, channel), acknowledger(channel))
 
-    def _next_dead(self, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
-        consumer.get().addCallbacks(self._watch_dead, lambda f: None, callbackArgs=(channel, consumer))
-
-    def _watch_dead(self, raw: RawDelivery, channel: IAMQPChannel, consumer: IAMQPConsumer) -> None:
+    def _watch_dead(self, raw: RawDelivery, channel: IAMQPChannel) -> None:
         """
         The broker dead-lettered a message on its own (a quorum queue's delivery limit: its
         consumer died or hung on it every time). Say so, once, as an error message.
+
+        This queue holds copies (scbus.dead has the original), so a copy that cannot be
+        reported is acknowledged, never handed back to come round again.
         """
-        self._next_dead(channel, consumer)
-        headers = raw.properties.headers or {}
+        headers = raw.properties.headers if isinstance(raw.properties.headers, dict) else {}
         deaths = headers.get("x-death") or []
         report = None
-        if deaths and topology.REASON_HEADER not in headers:
+        if raw.property_error is not None:
+            log.error("{queue}: a dead letter whose properties cannot be decoded ({error}); kept in {dead}",
+                      queue=topology.DEAD_WATCH_QUEUE, error=raw.property_error, dead=topology.DEAD_QUEUE)
+        elif deaths and topology.REASON_HEADER not in headers:
             death = deaths[0]
-            queue = str(death.get("queue", ""))
+            queue = _text(death.get("queue")) or ""
             app = queue[len("scbus.app."):] if queue.startswith("scbus.app.") else queue
-            reason = str(death.get("reason", "?"))
-            try:
-                envelope = json.loads(raw.body)
-            except ValueError:
-                envelope = None
+            reason = _text(death.get("reason")) or "?"
             if reason == "delivery_limit":
                 text = (
                     f"quarantined: delivered more than {self.settings.delivery_limit} times without "
@@ -110,10 +111,10 @@ class HoldingAreas:
                 )
             else:
                 text = f"dead-lettered by the broker ({reason}); set aside in {topology.DEAD_QUEUE}"
-            log.error("{app}: {text} (id {id})", app=app, text=text, id=raw.properties.message_id)
+            log.error("{app}: {text} (id {id})", app=app, text=text, id=_text(raw.properties.message_id))
             report = AppErrorOccurredMessage(
                 app_name=app,
-                message=envelope if isinstance(envelope, dict) else None,
+                message=codec.embeddable(raw.body, max_bytes=self.settings.max_message_size // 2),
                 error=text,
                 error_type="scbus.Quarantined" if reason == "delivery_limit" else "scbus.DeadLettered",
                 traceback=[],
@@ -122,10 +123,18 @@ class HoldingAreas:
         if report is None:
             channel.ack(raw.delivery_tag)
             return
-        self.send(report).addCallbacks(
-            lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None,
-            lambda f: channel.nack(raw.delivery_tag, requeue=True) if channel.is_open else None,
-        )
+
+        def not_sent(failure: Failure) -> None:
+            if not channel.is_open:
+                return  # the broker gives it back to whoever reads next
+            if failure.check(NotRunning) or (failure.check(TransportError) and not failure.check(EncodeError)):
+                channel.nack(raw.delivery_tag, requeue=True)  # the broker is away: report it later
+                return
+            log.error("{queue}: could not report a dead letter ({error}); it stays in {dead}",
+                      queue=topology.DEAD_WATCH_QUEUE, error=failure.getErrorMessage(), dead=topology.DEAD_QUEUE)
+            channel.ack(raw.delivery_tag)
+
+        self.send(report).addCallbacks(lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None, not_sent)
 
     def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
         return Deferred.fromCoroutine(self._browse(kind, None))
@@ -172,8 +181,27 @@ class HoldingAreas:
 
 
 
+def _text(value: Any) -> str | None:
+    """A property or header value as text for logs and reports, whatever a producer put there."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) else str(value)
+
+
 def set_aside_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
-    headers = raw.properties.headers or {}
+    try:
+        return _read_entry(kind, raw)
+    except Exception as e:  # headers no scbus process wrote: list it all the same
+        return SetAsideMessage(
+            body=raw.body, reason=f"its headers cannot be read ({type(e).__name__})", code=kind,
+            type_name=None, at=0.0, id=hashlib.sha1(raw.body).hexdigest()[:16],
+        )
+
+
+def _read_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
+    headers = raw.properties.headers if isinstance(raw.properties.headers, dict) else {}
     type_name = headers.get(topology.TYPE_HEADER) or raw.properties.type or codec.peek_type(raw.body)
     app_name = headers.get(topology.APP_HEADER)
     if kind == UNROUTED:

@@ -6,10 +6,13 @@ pika logs through stdlib logging (routed into twisted.logger by scbus.logbridge)
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pika
 from pika import exceptions as pika_errors
+from pika import frame as pika_frame
+from pika import spec as pika_spec
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory
@@ -24,10 +27,51 @@ from .client import (
     PublishRefused,
     PublishReturned,
     RawDelivery,
+    property_error_text,
 )
 from .settings import AMQPSettings
 
-__all__ = ["PikaConnection", "pika_factory"]
+__all__ = ["PikaConnection", "pika_factory", "UndecodableProperties", "decode_frame"]
+
+
+class UndecodableProperties(pika.BasicProperties):
+    """Empty properties standing in for ones pika could not decode, saying why."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.undecodable = error
+
+
+_FRAME_END = bytes([pika_spec.FRAME_END])
+
+
+def decode_frame(data: bytes) -> tuple[int, Any]:
+    """
+    pika's C{frame.decode_frame}, except that a content header whose properties cannot
+    be decoded (a header timestamp past year 9999, a table nested past the recursion
+    limit, an unknown field type) becomes a header with L{UndecodableProperties}.
+
+    Why: pika decodes properties while it reads frames, before any consumer sees the
+    delivery, and an exception there drops the connection; the unacknowledged delivery
+    then comes back on the next one, and drops it again. Here it costs that one
+    delivery, which the transport sets aside.
+    """
+    if data[:1] != bytes([pika_spec.FRAME_HEADER]) or len(data) < pika_spec.FRAME_HEADER_SIZE:
+        return pika_frame.decode_frame(data)
+    _, channel_number, frame_size = struct.unpack_from(">BHL", data)
+    frame_end = pika_spec.FRAME_HEADER_SIZE + frame_size + pika_spec.FRAME_END_SIZE
+    if frame_end > len(data):
+        return 0, None
+    if data[frame_end - 1:frame_end] != _FRAME_END:
+        raise pika_errors.InvalidFrameError("Invalid FRAME_END marker")
+    payload = data[pika_spec.FRAME_HEADER_SIZE:frame_end - 1]
+    class_id, _, body_size = struct.unpack_from(">HHQ", payload)
+    properties = pika_spec.props[class_id]()
+    try:
+        properties.decode(payload[12:])
+    except Exception as e:  # whatever the producer wrote: this delivery only
+        properties = UndecodableProperties(property_error_text(e))
+    return frame_end, pika_frame.Header(channel_number, body_size, properties)
 
 
 def _to_pika(p: Properties) -> pika.BasicProperties:
@@ -91,6 +135,7 @@ class PikaChannel:
             # pika's BasicProperties has every attribute of Properties: no copy needed.
             properties=received.properties,
             body=received.body,
+            property_error=getattr(received.properties, "undecodable", None),
         )
 
     def confirm(self) -> Deferred[Any]:
@@ -165,6 +210,10 @@ class PikaConnection(ConnectionWatch, TwistedProtocolConnection):
     def __init__(self, parameters: pika.ConnectionParameters, reactor: Any) -> None:
         super().__init__(parameters, custom_reactor=reactor)
         self._watch_start(reactor)
+        # pika's connection reads every frame through this one method; the adapter
+        # object is made inside pika's constructor, so the guard is set on it here.
+        impl = self._impl
+        impl._read_frame = lambda: decode_frame(impl._frame_buffer)
 
     def makeConnection(self, transport: Any) -> None:
         self._watch_connected(transport)

@@ -12,6 +12,7 @@ import os
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ...codec import DEFAULT_MAX_NESTING
 from ...errors import ConfigError
 
 __all__ = ["AMQPSettings", "BrokerAddress", "parse_amqp_settings", "mask_url"]
@@ -46,6 +47,7 @@ class AMQPSettings:
     reconnect_max_delay: float = 30.0
     send_buffer: int = 10_000
     max_message_size: int = 1024 * 1024
+    max_nesting: int = DEFAULT_MAX_NESTING
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -117,7 +119,7 @@ KNOWN = {"url", "urls", "client", "queue_type", *_NUMBERS, *_STRINGS}
 
 def parse_amqp_settings(
     options: dict[str, Any], source: str = "<config>", max_message_size: int = 1024 * 1024,
-    environ: dict[str, str] | None = None,
+    environ: dict[str, str] | None = None, max_nesting: int = DEFAULT_MAX_NESTING,
 ) -> AMQPSettings:
     """Check the [transport] keys of the AMQP transport. @raise ConfigError."""
     environ = os.environ if environ is None else environ
@@ -139,7 +141,7 @@ def parse_amqp_settings(
         address, v, u, p = _parse_url(source, key, url)
         addresses.append(address)
         vhost, user, password = vhost or v, user or u, password if password is not None else p
-    settings = AMQPSettings(addresses=addresses, max_message_size=max_message_size)
+    settings = AMQPSettings(addresses=addresses, max_message_size=max_message_size, max_nesting=max_nesting)
     if vhost:
         settings.vhost = vhost
     if user:

@@ -46,6 +46,14 @@ DEAD_QUEUE = "scbus.dead"
 #: messages the broker sets aside (a quorum queue's delivery limit) are reported once.
 DEAD_WATCH_QUEUE = "scbus.dead.watch"
 
+#: Bound to the exchange of each type in L{DISCARDED_WHEN_UNROUTED}, and holding nothing
+#: (``x-max-length = 0``): such a message always routes somewhere, so it never falls
+#: through to ``scbus.unrouted``, and what no app takes is dropped.
+DISCARD_QUEUE = "scbus.discard"
+
+#: Types nobody needs kept when no app takes them: answers to heartbeats.
+DISCARDED_WHEN_UNROUTED = ("scbus.HeartbeatResponse",)
+
 #: Headers scbus writes on what it sets aside.
 REASON_HEADER = "x-scbus-reason"
 ERROR_HEADER = "x-scbus-error"
@@ -75,6 +83,10 @@ def queue_arguments(queue_type: str, delivery_limit: int | None) -> dict[str, An
     if queue_type == "quorum" and delivery_limit is not None:
         arguments["x-delivery-limit"] = delivery_limit
     return arguments
+
+
+def discard_queue_arguments() -> dict[str, Any]:
+    return {"x-queue-type": "classic", "x-max-length": 0}
 
 
 def holding_queue_arguments(queue_type: str) -> dict[str, Any]:

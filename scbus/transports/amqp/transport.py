@@ -30,7 +30,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ... import codec
-from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError
+from ...errors import (
+    BadProperties,
+    ContentTypeRefused,
+    DecodeError,
+    EncodeError,
+    MalformedMessage,
+    NotRunning,
+    TransportError,
+)
 from ...interfaces import IDelivery, ITransport
 from ...message import Message
 from . import topology
@@ -47,10 +55,6 @@ __all__ = ["AMQPTransport", "AMQPDelivery"]
 
 log = Logger()
 
-
-
-class ContentTypeRefused(DecodeError):
-    reason = "content-type"
 
 
 class _Refused(DecodeError):
@@ -153,6 +157,16 @@ class _Session:
 
 class _DeclareFailed(TransportError):
     pass
+
+
+class _Unencodable(TransportError):
+    """The client raised while encoding a publish (properties it cannot write)."""
+
+
+def _text_or_none(value: Any) -> str | None:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) and value else None
 
 
 @implementer(ITransport)
@@ -485,6 +499,27 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         app.waiters.remove(waiter)
         waiter.callback(AMQPDelivery(app, raw, message, self._reactor.seconds()))
 
+    def _decode(self, raw: RawDelivery) -> Message:
+        """
+        The one place a delivery becomes a message. Raises L{DecodeError} only: whatever
+        else goes wrong on the way is this delivery's problem, so it is set aside with a
+        reason and its slot is free again, never left unsettled.
+        """
+        try:
+            if raw.property_error is not None:
+                raise BadProperties(raw.property_error)
+            content_type = raw.properties.content_type
+            if isinstance(content_type, (bytes, bytearray)):
+                raise ContentTypeRefused(f"content type {bytes(content_type)!r} is not UTF-8 text")
+            base = (content_type or "").split(";")[0].strip().lower()
+            if base not in ("", codec.CONTENT_TYPE):
+                raise ContentTypeRefused(f"content type {content_type!r} is not {codec.CONTENT_TYPE}")
+            return codec.decode(raw.body, self.settings.max_message_size, self.settings.max_nesting)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(f"cannot read this delivery: {type(e).__name__}: {e}"[:1000]) from None
+
     def _get_failed(self, failure: Failure, app: _App, waiter: Deferred[AMQPDelivery], consumer: IAMQPConsumer) -> None:
         app.inner.pop(id(waiter), None)
         if failure.check(CancelledError):
@@ -497,41 +532,69 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
             app.consumer = None
             channel.close()
 
-    def _decode(self, raw: RawDelivery) -> Message:
-        content_type = (raw.properties.content_type or "").split(";")[0].strip().lower()
-        if content_type not in ("", codec.CONTENT_TYPE):
-            raise ContentTypeRefused(f"content type {raw.properties.content_type!r} is not {codec.CONTENT_TYPE}")
-        return codec.decode(raw.body, self.settings.max_message_size)
-
     def _dead_letter(self, app: _App, raw: RawDelivery, error: DecodeError) -> Deferred[None]:
-        type_name = raw.properties.type or (codec.peek_type(raw.body) if len(raw.body) <= self.settings.max_message_size else None)
+        """
+        Copy the delivery to scbus.dead with the reason in headers, then acknowledge it;
+        if the copy cannot be made, reject it to the queue's dead-letter exchange. Never
+        raises: whatever the delivery holds, it is settled.
+        """
+        try:
+            props = raw.properties
+            type_name = _text_or_none(props.type) or (
+                codec.peek_type(raw.body) if len(raw.body) <= self.settings.max_message_size else None
+            )
+            message_id = _text_or_none(props.message_id)
+            ours = {
+                topology.REASON_HEADER: error.reason,
+                topology.ERROR_HEADER: str(error)[:1000],
+                topology.APP_HEADER: app.name,
+            }
+            if type_name:
+                ours[topology.TYPE_HEADER] = type_name
+            theirs = props.headers if isinstance(props.headers, dict) else {}
+            copies = [persistent_copy(props, {**theirs, **ours}) for _ in range(1 if not theirs else 2)]
+            if theirs:
+                # Their headers may not survive encoding again: then ours alone.
+                copies[1].headers = ours
+        except Exception as e:  # properties too odd to read: the broker sets it aside
+            type_name = message_id = None
+            copies = []
+            error = DecodeError(f"{error} (and its properties cannot be copied: {type(e).__name__})")
         log.error(
-            "dead-lettered a message from {queue} (type {type}, id {id}): {reason}",
-            queue=app.queue, type=type_name or "?", id=raw.properties.message_id, reason=str(error),
+            "dead-lettered a message from {queue} (type {type}, id {id}) [{code}]: {reason}",
+            queue=app.queue, type=type_name or "?", id=message_id, code=error.reason, reason=str(error),
         )
-        headers = dict(raw.properties.headers or {})
-        headers.update({
-            topology.REASON_HEADER: error.reason,
-            topology.ERROR_HEADER: str(error)[:1000],
-            topology.APP_HEADER: app.name,
-        })
-        if type_name:
-            headers[topology.TYPE_HEADER] = type_name
-        out = _Outgoing("", topology.DEAD_QUEUE, raw.body, persistent_copy(raw.properties, headers), None)
-        self._send_outgoing(out)
+        settled: Deferred[None] = Deferred()
+
+        def copy(remaining: list[Properties]) -> None:
+            if not remaining:
+                reject()
+                return
+            out = _Outgoing("", topology.DEAD_QUEUE, raw.body, remaining[0], None)
+            self._send_outgoing(out).addCallbacks(copied, not_copied, errbackArgs=(remaining[1:],))
 
         def copied(_: Any) -> None:
             if raw.channel.is_open:
                 raw.channel.ack(raw.delivery_tag)
+            settled.callback(None)
 
-        def not_copied(failure: Failure) -> None:
+        def not_copied(failure: Failure, remaining: list[Properties]) -> None:
+            if remaining and failure.check(_Unencodable):
+                copy(remaining)
+                return
             # Let the broker dead-letter it instead (x-death says "rejected").
             log.warn("could not copy to {dead} ({error}); rejecting to the queue's dead-letter exchange",
                      dead=topology.DEAD_QUEUE, error=failure.getErrorMessage())
+            reject()
+
+        def reject() -> None:
             if raw.channel.is_open:
                 raw.channel.nack(raw.delivery_tag, requeue=False)
+            if not settled.called:
+                settled.callback(None)
 
-        return out.d.addCallbacks(copied, not_copied)
+        copy(copies)
+        return settled
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -625,8 +688,14 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
             return
         try:
             confirmed = publisher.publish(out.exchange, out.routing_key, out.body, out.properties, mandatory=True)
-        except Exception:
-            self._publish_failed(Failure(), session, out)
+        except Exception as e:
+            if publisher.is_open and session.alive:
+                # Raised while the channel is up: these properties cannot be encoded, and
+                # trying again would raise again.
+                failure = Failure(_Unencodable(f"cannot publish: {type(e).__name__}: {e}"))
+            else:
+                failure = Failure()
+            self._publish_failed(failure, session, out)
             return
         # A confirm that never comes must not leave send() hanging: the sweep fails it.
         out.deadline = self._reactor.seconds() + self.settings.confirm_timeout
@@ -681,7 +750,9 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
     def _publish_failed(self, failure: Failure, session: _Session, out: _Outgoing) -> None:
         if out.d.called:
             return
-        if failure.check(PublishRefused, PublishReturned, _DeclareFailed):
+        if failure.check(_Unencodable):
+            out.d.errback(failure)
+        elif failure.check(PublishRefused, PublishReturned, _DeclareFailed):
             out.d.errback(TransportError(failure.getErrorMessage()))
         elif self._stopping or not self.running:
             out.d.errback(NotRunning("the transport stopped before the broker confirmed this message"))

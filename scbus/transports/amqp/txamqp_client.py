@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from txamqp.client import TwistedDelegate
+from txamqp.client import Closed, TwistedDelegate
 from txamqp.content import Content
 from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
@@ -26,7 +26,7 @@ from zope.interface import implementer
 from ...errors import ConfigError
 from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
-from .txamqp_compat import FixedClient
+from .txamqp_compat import UNDECODABLE, FixedClient, FixedCodec
 
 __all__ = ["DEFAULT_SPEC", "load_spec", "txamqp_factory", "TxConnection"]
 
@@ -66,18 +66,38 @@ def load_spec(path: str | None = None, source: str = "<config>") -> Any:
 
 
 def _to_content(body: bytes, props: Properties) -> Content:
-    properties = {
-        wire: getattr(props, attr)
-        for attr, wire in _PROPERTY_NAMES.items()
-        if getattr(props, attr) is not None
-    }
+    """
+    The content to publish. @raise ValueError: a property that cannot be encoded (raised
+    here, at publish, not later in txAMQP's writer loop, where it would stop the
+    connection's every later frame).
+    """
+    properties = {}
+    for attr, wire in _PROPERTY_NAMES.items():
+        value = getattr(props, attr)
+        if value is None:
+            continue
+        if isinstance(value, (str, bytes)) and len(value.encode("utf-8") if isinstance(value, str) else value) > 255:
+            raise ValueError(f"property {wire} is longer than 255 bytes")
+        properties[wire] = value
+    if props.headers:
+        FixedCodec.check_table(props.headers)
     return Content(body, properties=properties)
 
 
-def _from_content(content: Any) -> tuple[bytes, Properties]:
+def _from_content(content: Any) -> tuple[bytes, Properties, str | None]:
     body = content.body if isinstance(content.body, bytes) else str(content.body).encode("utf-8")
     p = content.properties
-    return body, Properties(**{attr: p.get(wire) for attr, wire in _PROPERTY_NAMES.items()})
+    properties = Properties(**{attr: p.get(wire) for attr, wire in _PROPERTY_NAMES.items()})
+    return body, properties, p.get(UNDECODABLE)
+
+
+def _closed_meanwhile(failure: Any) -> None:
+    """
+    An ack, nack or publish made just as the connection went: the wrapper learns of the
+    loss a moment later. Nothing is lost (the broker redelivers what was not
+    acknowledged; an unconfirmed publish fails through its confirm), so not an error.
+    """
+    failure.trap(Closed)
 
 
 class _Delegate(TwistedDelegate):
@@ -199,7 +219,7 @@ class TxChannel:
         return Deferred.fromCoroutine(start())
 
     def _delivery(self, message: Any) -> RawDelivery:
-        body, properties = _from_content(message.content)
+        body, properties, property_error = _from_content(message.content)
         return RawDelivery(
             channel=self,
             delivery_tag=message.delivery_tag,
@@ -208,6 +228,7 @@ class TxChannel:
             routing_key=message.routing_key,
             properties=properties,
             body=body,
+            property_error=property_error,
         )
 
     def publish(self, exchange: str, routing_key: str, body: bytes, properties: Properties, mandatory: bool = False) -> Deferred[Any]:
@@ -215,7 +236,7 @@ class TxChannel:
             return fail(ConnectionError("channel closed"))
         self._channel.basic_publish(
             exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=_to_content(body, properties)
-        )
+        ).addErrback(_closed_meanwhile)
         if not self._confirming:
             return succeed(None)
         self._sequence += 1
@@ -247,11 +268,11 @@ class TxChannel:
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         if self._open:
-            self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
+            self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple).addErrback(_closed_meanwhile)
 
     def nack(self, delivery_tag: int, requeue: bool = True) -> None:
         if self._open:
-            self._channel.basic_nack(delivery_tag=delivery_tag, multiple=False, requeue=requeue)
+            self._channel.basic_nack(delivery_tag=delivery_tag, multiple=False, requeue=requeue).addErrback(_closed_meanwhile)
 
     def close(self) -> Deferred[Any]:
         if not self._open:

@@ -21,7 +21,12 @@ from txamqp.connection import Body, Frame, Header, Heartbeat, Method
 from txamqp.protocol import AMQChannel, AMQClient
 from txamqp.queue import Closed as QueueClosed
 
-__all__ = ["FixedCodec", "FixedMethod", "FixedHeader", "FixedBody", "FixedChannel", "FixedClient"]
+from .client import property_error_text
+
+#: The key, in a content header's properties, that says why they could not be decoded.
+UNDECODABLE = "x-scbus-undecodable"
+
+__all__ = ["UNDECODABLE", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody", "FixedChannel", "FixedClient"]
 
 
 class FixedCodec(Codec):
@@ -59,6 +64,8 @@ class FixedCodec(Codec):
             self.write(b"t")
             self.encode_octet(1 if value else 0)
         elif isinstance(value, int):
+            if not -(2**63) <= value < 2**63:
+                raise ValueError(f"integer {value} does not fit an AMQP field (64 bits, signed)")
             if -(2**31) <= value < 2**31:
                 self.write(b"I")
                 self.pack("!i", value)
@@ -96,6 +103,14 @@ class FixedCodec(Codec):
             self.write(data)
         else:
             raise TypeError(f"cannot put a {type(value).__name__} in an AMQP field table")
+
+    @classmethod
+    def check_table(cls, table: dict[str, Any]) -> None:
+        """
+        Raise if C{table} cannot be encoded. txAMQP encodes frames later, in its writer
+        loop, where an exception stops every later frame: so a publish checks first.
+        """
+        cls(BytesIO()).encode_table(table)
 
     def decode_table(self) -> dict[str, Any]:
         size = self.decode_long()
@@ -180,7 +195,10 @@ FixedMethod.type = Frame.METHOD
 
 
 class FixedHeader(Header):
-    """Content headers (message properties, the ``headers`` table) with L{FixedCodec}."""
+    """
+    Content headers (message properties, the ``headers`` table) with L{FixedCodec}.
+    Properties that cannot be decoded become L{UNDECODABLE} and its reason.
+    """
 
     type = None
 
@@ -228,9 +246,14 @@ class FixedHeader(Header):
             if flags & 0x1 == 0:
                 break
         properties = {}
-        for present, f in zip(bits, klass.fields):
-            if present:
-                properties[str(f.name)] = c.decode(f.type)
+        try:
+            for present, f in zip(bits, klass.fields):
+                if present:
+                    properties[str(f.name)] = c.decode(f.type)
+        except Exception as e:
+            # What a producer wrote must cost its own delivery, not the connection (an
+            # exception here is raised in the frame reader): no properties, and why.
+            properties = {UNDECODABLE: property_error_text(e)}
         return Header(klass, weight, size, **properties)
 
 

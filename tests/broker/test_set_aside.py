@@ -1,0 +1,70 @@
+"""The broker's holding areas: what is kept, what is not, and what the log says."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from scbus.message import HeartbeatResponseMessage, Message
+
+from ..contract.test_amqp_contract import connected, make_amqp_transport
+from .amqp_client import eventually
+
+
+class Unwanted(Message, wire_name="setaside.Unwanted"):
+    n: int
+
+
+@pytest.mark.usefixtures("rabbit_for_class")
+class SetAsideTests(unittest.TestCase):
+    timeout = 120
+    client = "pika"
+
+    async def transport(self):
+        transport = make_amqp_transport(self, self.rabbit.url, client=self.client)
+        await connected(transport)
+        return transport
+
+    async def test_heartbeat_answers_nobody_takes_are_not_kept(self):
+        transport = await self.transport()
+        answer = HeartbeatResponseMessage(app_name="a", heartbeat_id="h")
+        unwanted = Unwanted(n=1)
+        await transport.send(answer)
+        await transport.send(unwanted)
+        kept = [e.id for e in await transport.set_aside("unrouted")]
+        self.assertIn(unwanted.id, kept)
+        self.assertNotIn(answer.id, kept)
+        # an app that asks for them gets them
+        app = f"setaside_monitor_{self.client}"
+        await transport.setup(app, [HeartbeatResponseMessage])
+        wanted = HeartbeatResponseMessage(app_name="a", heartbeat_id="h2")
+        await transport.send(wanted)
+        delivery = await transport.retrieve(app).addTimeout(20, reactor)
+        await delivery.ack()
+        self.assertEqual(delivery.message.id, wanted.id)
+        self.assertNotIn(wanted.id, [e.id for e in await transport.set_aside("unrouted")])
+
+    async def test_a_dead_letter_log_line_carries_the_reason_code(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        transport = await self.transport()
+        app = f"setaside_dead_{self.client}"
+        await transport.setup(app, [Unwanted])
+        await transport.publish_raw(b'{"type": "setaside.Unwanted", "id": "u1", "created_at": 1, "data": {"n": 1e999}}', "setaside.Unwanted")
+        waiting = transport.retrieve(app)  # the bad one is set aside on the way
+        waiting.addErrback(lambda f: f.trap(defer.CancelledError))
+        self.addCleanup(waiting.cancel)
+
+        def logged():
+            return [formatEvent(e) for e in events if "dead-lettered a message from" in formatEvent(e)]
+
+        await eventually(logged)
+        [line] = logged()
+        self.assertIn(f"from scbus.app.{app} (type setaside.Unwanted, id None) [malformed]: body is not acceptable JSON", line)
+
+
+class TxAMQPSetAsideTests(SetAsideTests):
+    client = "txamqp"
