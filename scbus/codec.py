@@ -92,7 +92,7 @@ def _nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _load(body: bytes, max_size: int | None, max_nesting: int) -> Any:
+def _load(body: bytes, max_size: int | None, max_nesting: int | None) -> Any:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"a body must be bytes, got {type(body).__name__}")
     if max_size is not None and len(body) > max_size:
@@ -111,11 +111,13 @@ def _load(body: bytes, max_size: int | None, max_nesting: int) -> Any:
         raise MalformedMessage(f"body is not acceptable JSON: {e}") from None
     except RecursionError:
         raise MalformedMessage(
-            f"body is nested deeper than {max_nesting} levels (transport.max_nesting)"
+            f"body is nested deeper than {max_nesting or 'the recursion limit allows'} levels "
+            "(transport.max_nesting)"
         ) from None
     # Brackets bound the depth from above: most bodies need no walk at all.
     if (
-        isinstance(value, (dict, list))
+        max_nesting is not None
+        and isinstance(value, (dict, list))
         and text.count("{") + text.count("[") > max_nesting
         and _nesting_exceeds(value, max_nesting)
     ):
@@ -148,9 +150,12 @@ def decode(
 
 
 def peek_type(body: bytes) -> str | None:
-    """The wire type name in C{body}, if one can be read, for logs and routing of raw bodies."""
+    """
+    The wire type name in C{body}, if one can be read, for logs and routing of raw bodies
+    (also of one too deep to decode: it is routed, then set aside with its reason).
+    """
     try:
-        envelope = _load(body, None, DEFAULT_MAX_NESTING)
+        envelope = _load(body, None, None)
     except DecodeError:
         return None
     name = envelope.get("type") if isinstance(envelope, dict) else None

@@ -73,5 +73,8 @@ class SetAsideStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __getitem__(self, index: int) -> SetAsideMessage:
+        return self._entries[index]
+
     def __repr__(self) -> str:
         return f"<SetAsideStore {len(self)}/{self.limit}, {self.dropped} dropped>"
