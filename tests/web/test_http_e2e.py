@@ -134,6 +134,13 @@ def test_rabbitmq_bus_over_http(rabbit, start_bus):
     m = check_metrics(http, shop, mailroom)
     assert m[("scbus_messages_queued", (("app", shop),))] == 0
     assert rabbit.queue_depth(f"scbus.app.{shop}") == 0
+    # the page lists the broker's holding queue (shared with other tests: at least the
+    # error report of "bad", which no app here subscribes to)
+    code, page = http.get("/page.json")
+    assert code == 200 and page["set_aside_errors"] == {} and page["connected"] is True
+    assert page["set_aside_total"]["unrouted"] >= 1
+    (error,) = page["errors"]
+    assert error["app"] == shop and error["message"]["data"]["item"] == "bad"
 
 
 def test_a_port_in_use_is_one_line_and_exit_status_2(tmp_path):
