@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["ITransport", "IDelivery", "ISetAside", "IReadyDeliveries"]
+__all__ = ["ITransport", "IDelivery", "ISetAside", "IReadyDeliveries", "IImmediateSend"]
 
 
 class IDelivery(Interface):
@@ -130,4 +130,18 @@ class IReadyDeliveries(Interface):
         """
         The next L{IDelivery} for C{app_name} if one can be handed over now, without
         passing one that an earlier L{ITransport.retrieve} still waits for; else None.
+        """
+
+
+class IImmediateSend(Interface):
+    """
+    Optional, beside L{ITransport}: a transport whose sends are safe when the call
+    returns (in memory) lets the bus settle a delivery without a Deferred per send.
+    """
+
+    def send_now(message):
+        """
+        L{ITransport.send}, done by the time it returns. Raises
+        L{scbus.errors.EncodeError} when the message cannot be encoded and
+        L{scbus.errors.TransportError} when it cannot be sent.
         """

@@ -24,7 +24,7 @@ from .appbus import ApplicationMessageBus, Subscriptions
 from .appstate import AppCounters
 from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
-from .interfaces import IDelivery, IReadyDeliveries, ITransport
+from .interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
 from .message import Message
 
 __all__ = ["MainMessageBus", "AppStatus"]
@@ -112,6 +112,10 @@ class MainMessageBus(Service):
         ready = IReadyDeliveries(transport, None)
         self._take_ready: Callable[[str], IDelivery | None] | None = (
             None if ready is None else ready.take_ready
+        )
+        immediate = IImmediateSend(transport, None)
+        self._send_now: Callable[[Message], None] | None = (
+            None if immediate is None else immediate.send_now
         )
         self.grace_period = grace_period
         self._reactor = reactor
@@ -413,9 +417,9 @@ class MainMessageBus(Service):
             return None
         if len(messages) == 1:
             return self._send_one(messages[0], app, delivery)
-        return gatherResults(
-            [self._send_one(m, app, delivery) for m in messages], consumeErrors=True
-        )
+        sends = [self._send_one(m, app, delivery) for m in messages]
+        waiting = [d for d in sends if d is not None]
+        return gatherResults(waiting, consumeErrors=True) if waiting else None
 
     def _notify(self, app: _App, delivery: IDelivery | None, messages: list[Message]) -> None:
         handling = queued = None
@@ -436,8 +440,17 @@ class MainMessageBus(Service):
             for name, app in self._apps.items()
         }
 
-    def _send_one(self, message: Message, app: _App, delivery: IDelivery | None) -> Deferred[Any]:
-        return self.transport.send(message).addErrback(self._unsendable, message, app, delivery)
+    def _send_one(self, message: Message, app: _App, delivery: IDelivery | None) -> Deferred[Any] | None:
+        """Send one result: None when it was sent at once, else a Deferred of the outcome."""
+        if self._send_now is None:
+            return self.transport.send(message).addErrback(self._unsendable, message, app, delivery)
+        try:
+            self._send_now(message)
+        except EncodeError:
+            return self._unsendable(Failure(), message, app, delivery)
+        except Exception:
+            return fail()
+        return None
 
     def _unsendable(
         self, failure: Failure, message: Message, app: _App, delivery: IDelivery | None

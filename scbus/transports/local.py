@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
-from ..interfaces import IDelivery, IReadyDeliveries, ITransport
+from ..interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
 from ..message import HeartbeatResponseMessage, Message, lookup
 from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
 
@@ -79,7 +79,7 @@ class _Queue:
         self.delivered = 0
 
 
-@implementer(ITransport, IReadyDeliveries)
+@implementer(ITransport, IReadyDeliveries, IImmediateSend)
 class LocalTransport(Service):
     """
     In-memory transport for one process; the embedded default.
@@ -159,16 +159,19 @@ class LocalTransport(Service):
         return succeed(None)
 
     def send(self, message: Message) -> Deferred[None]:
-        if self._stopped:
-            return fail(NotRunning("the transport is stopped"))
         try:
-            body = codec.encode(message)
-        except EncodeError:
+            self.send_now(message)
+        except (EncodeError, NotRunning):
             return fail()
+        return succeed(None)
+
+    def send_now(self, message: Message) -> None:
+        if self._stopped:
+            raise NotRunning("the transport is stopped")
+        body = codec.encode(message)
         if self.sent is not None:
             self.sent.append(message)
         self._route(type(message), body)
-        return succeed(None)
 
     def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
         if self._stopped:

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from zope.interface import implementer_only
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
@@ -11,6 +12,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from scbus import codec
 from scbus.appbus import ApplicationMessageBus
 from scbus.errors import TransportError
+from scbus.interfaces import IImmediateSend, IReadyDeliveries, ITransport
 from scbus.mainbus import PUMP_BUDGET, MainMessageBus
 from scbus.message import AppErrorOccurredMessage, HeartbeatMessage, HeartbeatResponseMessage, Message
 from scbus.servicetree import BusServiceTree
@@ -30,8 +32,12 @@ class Weird(Message, wire_name="test.mainbus.Weird"):
     value: object
 
 
+@implementer_only(ITransport, IReadyDeliveries)
 class HoldingTransport(LocalTransport):
-    """Sends wait until the test releases them, to show nothing is acked before."""
+    """
+    Sends wait until the test releases them, to show nothing is acked before. It sends
+    through Deferreds only (not IImmediateSend), as a broker transport does.
+    """
 
     def __init__(self, clock):
         super().__init__(clock, record=True)
@@ -164,6 +170,33 @@ def test_an_acknowledgement_not_taken_leaves_the_message_to_come_again(answer):
     assert w.transport.unacked("a") == 0 and result_of(w.transport.queue_depth("a")) == 0
 
 
+class RefusingTransport(LocalTransport):
+    """Refuses the first C{refusals} immediate sends, as a stopped transport does."""
+
+    refusals = 1
+
+    def send_now(self, message):
+        if isinstance(message, Done) and self.refusals:
+            self.refusals -= 1
+            raise TransportError("not now")
+        super().send_now(message)
+
+
+def test_a_send_refused_at_once_releases_the_delivery_to_come_again():
+    w = World(RefusingTransport)
+    assert IImmediateSend.providedBy(w.transport)
+    attempts = []
+    w.add("double", {Job: lambda m: attempts.append(m.n) or [Done(n=m.n), Done(n=-m.n)]})
+    w.start()
+    w.send(Job(n=3))
+    assert attempts == [3, 3]
+    status = result_of(w.bus.status())[0]
+    assert (status.send_failures, status.redelivered, status.acked, status.in_flight) == (1, 1, 1, 0)
+    # the second send of the first attempt went out; the retry sent both again
+    assert sorted(m.n for m in w.of(Done)) == [-3, -3, 3]
+    assert w.transport.unacked("double") == 0
+
+
 def test_max_in_flight_is_respected():
     w = World()
     pending = []
@@ -221,8 +254,9 @@ def test_errors_become_messages_and_the_delivery_is_acknowledged():
     assert w.transport.unacked("broken") == 0
 
 
-def test_an_unencodable_result_is_the_apps_error():
-    w = World()
+@pytest.mark.parametrize("transport_class", [LocalTransport, HoldingTransport], ids=["sent-at-once", "sent-later"])
+def test_an_unencodable_result_is_the_apps_error(transport_class):
+    w = World(transport_class)
     w.add("weird", {Job: lambda m: Weird(value={1, 2})})
     reports = []
     w.add("errors", {AppErrorOccurredMessage: reports.append})
