@@ -30,14 +30,19 @@ def _write_test_pki(directory: str) -> dict[str, str]:
     def name(cn):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    ca_key = key()
-    ca = (
-        x509.CertificateBuilder().subject_name(name("scbus test CA")).issuer_name(name("scbus test CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    def authority(cn):
+        ca_key = key()
+        ca = (
+            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+            .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return ca_key, ca
+
+    ca_key, ca = authority("scbus test CA")
+    _, other_ca = authority("another CA")
     server_key = key()
     server = (
         x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
@@ -49,9 +54,11 @@ def _write_test_pki(directory: str) -> dict[str, str]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    paths = {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+    paths = {name: os.path.join(directory, name) for name in ("ca.pem", "bundle.pem", "server.pem", "server.key")}
     with open(paths["ca.pem"], "wb") as f:
         f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["bundle.pem"], "wb") as f:  # the test CA second, as in a rotation
+        f.write(other_ca.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
     with open(paths["server.pem"], "wb") as f:
         f.write(server.public_bytes(serialization.Encoding.PEM))
     with open(paths["server.key"], "wb") as f:
@@ -85,6 +92,7 @@ def tls_rabbit():
     ):
         node.add_config(line)
     node.ca_file = pki["ca.pem"]
+    node.ca_bundle = pki["bundle.pem"]
     node.start()
     yield node
     node.cleanup()
@@ -109,6 +117,16 @@ class TLSTests(unittest.TestCase):
         delivery = await transport.retrieve("tls_app").addTimeout(10, reactor)
         self.assertEqual(delivery.message.text, "over TLS")
         await delivery.ack()
+
+    async def test_every_certificate_of_a_ca_bundle_is_trusted(self):
+        url = f"amqps://guest:guest@localhost:{self.node.tls_port}/%2F"
+        transport = make_amqp_transport(self, url, ca_file=self.node.ca_bundle, admin_url=self.node.url)
+        await connected(transport)
+        await transport.setup("tls_bundle_app", [Note])
+        await transport.send(Note(text="trusted through the bundle's second CA"))
+        delivery = await transport.retrieve("tls_bundle_app").addTimeout(10, reactor)
+        await delivery.ack()
+        self.assertEqual(delivery.message.text, "trusted through the bundle's second CA")
 
     async def test_a_certificate_the_client_cannot_verify_is_refused(self):
         url = f"amqps://guest:guest@localhost:{self.node.tls_port}/%2F"

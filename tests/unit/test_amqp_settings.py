@@ -53,3 +53,12 @@ def test_bad_settings_name_the_key(options, key, problem):
 def test_mask_url():
     assert mask_url("amqp://u:secret@h:1/v") == "amqp://u:***@h:1/v"
     assert mask_url("amqp://h/v") == "amqp://h/v"
+
+
+def test_a_ca_file_without_a_certificate_names_the_key(tmp_path):
+    empty = tmp_path / "ca.pem"
+    empty.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        parse_amqp_settings({"url": "amqps://h", "ca_file": str(empty)}, "scbus.toml")
+    assert info.value.key == "transport.ca_file"
+    assert info.value.problem == f"no PEM certificate in {empty}"

@@ -241,7 +241,7 @@ config = {{ every = 3 }}
     ],
 )
 def test_amqp_settings_that_would_not_do_what_they_say_are_refused(app_modules, url, extra, key, problem):
-    (app_modules / "ca.pem").write_text("not read here")
+    (app_modules / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot parsed here\n-----END CERTIFICATE-----\n")
     path = write(app_modules, AMQP.format(url=url, extra=extra))
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -249,7 +249,7 @@ def test_amqp_settings_that_would_not_do_what_they_say_are_refused(app_modules, 
 
 
 def test_delivery_limit_with_quorum_queues_and_ca_file_with_amqps_are_accepted(app_modules):
-    (app_modules / "ca.pem").write_text("not read here")
+    (app_modules / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot parsed here\n-----END CERTIFICATE-----\n")
     extra = 'delivery_limit = 5\nqueue_type = "quorum"\nca_file = "ca.pem"'
     config = load_config(write(app_modules, AMQP.format(url="amqps://h", extra=extra)))
     assert (config.transport.amqp.delivery_limit, config.transport.amqp.ca_file) == (5, str(app_modules / "ca.pem"))

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .settings import AMQPSettings
+from .settings import AMQPSettings, pem_certificates
 
 __all__ = ["broker_endpoint"]
 
@@ -59,5 +59,8 @@ def _tls_options(settings: AMQPSettings, host: str) -> Any:
     trust = None
     if settings.ca_file:
         with open(settings.ca_file) as f:
-            trust = ssl.Certificate.loadPEM(f.read())
+            trust = ssl.trustRootFromCertificates(
+                [ssl.Certificate.loadPEM(pem) for pem in pem_certificates(f.read(), settings.ca_file)]
+            )
     return ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client_cert)
+

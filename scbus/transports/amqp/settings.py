@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...codec import DEFAULT_MAX_NESTING
 from ...errors import ConfigError
 
-__all__ = ["AMQPSettings", "BrokerAddress", "parse_amqp_settings", "mask_url"]
+__all__ = ["AMQPSettings", "BrokerAddress", "parse_amqp_settings", "mask_url", "pem_certificates"]
 
 QUEUE_TYPES = ("classic", "quorum")
 CLIENTS = ("pika", "txamqp")
@@ -183,6 +184,12 @@ def parse_amqp_settings(
             if not os.path.exists(path):
                 raise ConfigError(source, f"transport.{key}", f"no such file: {path}")
             setattr(settings, key, path)
+    if settings.ca_file is not None:
+        try:
+            with open(settings.ca_file, encoding="ascii", errors="replace") as f:
+                pem_certificates(f.read(), settings.ca_file)
+        except (OSError, ValueError) as e:
+            raise ConfigError(source, "transport.ca_file", str(e)) from None
     if "txamqp_spec" in options:
         path = options["txamqp_spec"]
         settings.txamqp_spec = path if os.path.isabs(path) else os.path.join(base, path)
@@ -193,3 +200,17 @@ def parse_amqp_settings(
     if (settings.cert_file is None) != (settings.key_file is None):
         raise ConfigError(source, "transport.cert_file", "cert_file and key_file go together")
     return settings
+
+
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def pem_certificates(text: str, source: str) -> list[str]:
+    """
+    Every certificate in a PEM bundle (a CA file often holds a chain, or the old and the
+    new CA during a rotation: trusting only the first would refuse the others).
+    """
+    found = _PEM_CERTIFICATE.findall(text)
+    if not found:
+        raise ValueError(f"no PEM certificate in {source}")
+    return found
