@@ -231,7 +231,7 @@ def test_replay_an_unrouted_message(site):
     site.harness.add_app("collector", lambda n, r, c: {Nobody: lambda m: None})
     site.harness.flush()
     assert site.post(f"/set-aside/unrouted/{entry.id}/replay") == (200, {"replayed": entry.id})
-    assert site.harness.transport.unrouted == []
+    assert list(site.harness.transport.unrouted) == []
     assert site.harness.status()[-1].handled == 1
     assert site.post(f"/set-aside/unrouted/{entry.id}/replay")[0] == 404
     assert site.post(f"/set-aside/elsewhere/{entry.id}/replay")[0] == 404
