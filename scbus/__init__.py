@@ -4,7 +4,8 @@ scbus: a message bus for Twisted whose applications are plain Python callables.
 An app author needs only L{Message} (and, for tests, L{scbus.testing}).
 """
 
-from .appbus import ApplicationMessageBus
+from typing import TYPE_CHECKING
+
 from .errors import (
     ConfigError,
     DecodeError,
@@ -17,15 +18,22 @@ from .errors import (
     TransportError,
     UnknownMessageType,
 )
-from .mainbus import MainMessageBus
 from .message import (
     AppErrorOccurredMessage,
     HeartbeatMessage,
     HeartbeatResponseMessage,
     Message,
 )
+from .lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .appbus import ApplicationMessageBus
+    from .mainbus import MainMessageBus
 
 __version__ = "0.1.0"
+
+#: Imported when first used: the ``scbus`` command starts without Twisted.
+__getattr__ = lazy_attributes(__name__, {"ApplicationMessageBus": ".appbus", "MainMessageBus": ".mainbus"})
 
 __all__ = [
     "Message",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from typing import Any
 
@@ -99,14 +100,38 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
                 "status, ping, pause and resume need the amqp transport; a local bus has no control path "
                 "outside its process (use status() in its console)",
             )
+        app = getattr(args, "app", None)
+        if app is not None and app not in config.apps:
+            raise ConfigError(
+                config.source, f"apps.{app}",
+                f"the config has no app {app!r} (its apps: {', '.join(config.apps) or 'none'})",
+            )
     except ConfigError as e:
         _print_problems(e)
         return 2
     try:
-        return config, ControlClient(config.transport.amqp)
+        return config, ControlClient(config.transport.amqp, connect_timeout=args.timeout)
     except BrokerUnreachable as e:
         print(f"scbus: cannot reach the broker: {e}", file=sys.stderr)
         return 3
+
+
+def _all_answered(wanted: dict[str, int]) -> Any:
+    """Enough answers: every app run by as many answering processes as C{wanted} says."""
+
+    def enough(answers: list[tuple[float, dict[str, Any]]]) -> bool:
+        running: dict[str, int] = {}
+        for _elapsed, answer in answers:
+            for app in answer.get("apps", []):
+                running[app] = running.get(app, 0) + 1
+        return all(running.get(app, 0) >= count for app, count in wanted.items())
+
+    return enough
+
+
+def _wanted(expected: dict[str, int], consumers: dict[str, int | None]) -> dict[str, int]:
+    """Per app, the processes to wait for: those the config expects, or every consumer."""
+    return {app: max(count, consumers.get(app) or 0) for app, count in expected.items()}
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -116,10 +141,11 @@ def _status(args: argparse.Namespace) -> int:
     if isinstance(made, int):
         return made
     config, client = made
+    expected = {name: app.expected_processes for name, app in config.apps.items() if app.enabled}
     try:
-        answers = [answer for _, answer in client.ask({"op": "status"}, args.timeout)]
-        expected = {name: app.expected_processes for name, app in config.apps.items() if app.enabled}
         queued, consumers = client.queue_facts(list(expected))
+        enough = _all_answered(_wanted(expected, consumers))
+        answers = [answer for _, answer in client.ask({"op": "status"}, args.timeout, enough)]
     finally:
         client.close()
     health = assess(answers, expected, consumers, queued)
@@ -139,10 +165,16 @@ def _ping(args: argparse.Namespace) -> int:
     made = _control_client(args)
     if isinstance(made, int):
         return made
-    _config, client = made
+    config, client = made
     target = {k: v for k, v in (("process", args.process), ("app", args.app)) if v}
     try:
-        answers = client.ask({"op": "ping", "target": target}, args.timeout)
+        if args.process:
+            enough = lambda answers: len(answers) >= 1  # noqa: E731 - one process is named
+        else:
+            apps = [args.app] if args.app else [n for n, a in config.apps.items() if a.enabled]
+            _queued, consumers = client.queue_facts(apps)
+            enough = _all_answered(_wanted({a: config.apps[a].expected_processes for a in apps}, consumers))
+        answers = client.ask({"op": "ping", "target": target}, args.timeout, enough)
     finally:
         client.close()
     for elapsed, answer in sorted(answers, key=lambda a: a[0]):
@@ -153,8 +185,15 @@ def _ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+
+    return f"scbus {__version__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scbus", description="scbus operator tools")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
     hp = commands.add_parser("hash-password", help="make a console password hash")
     hp.add_argument(
@@ -168,18 +207,30 @@ def main(argv: list[str] | None = None) -> int:
     st = commands.add_parser("status", help="ask every live bus process for its status")
     st.add_argument("--config", required=True, help="the bus config (to find the broker and the apps)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    st.add_argument(
+        "--timeout", type=float, default=2.0,
+        help="longest wait, in seconds, for the broker and for answers (status returns as soon "
+        "as every expected process answered)",
+    )
     st.set_defaults(run=_status)
     pg = commands.add_parser("ping", help="ask one process, or the processes of one app, to answer")
     pg.add_argument("--config", required=True)
     pg.add_argument("--process", help="process name (bus@host:pid), pid or bus name")
     pg.add_argument("--app", help="only processes running this app")
-    pg.add_argument("--timeout", type=float, default=2.0)
+    pg.add_argument("--timeout", type=float, default=2.0, help="longest wait, in seconds")
     pg.set_defaults(run=_ping)
     register_commands(commands)
     add_pause_commands(commands, _control_client)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        code = args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`scbus status --json | head`): no traceback, and no second
+        # error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
 
 
 if __name__ == "__main__":

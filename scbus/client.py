@@ -19,7 +19,6 @@ Twisted::
 from __future__ import annotations
 
 import contextlib
-import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +29,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from . import codec
-from .errors import EncodeError, TransportError
+from .broker_connection import BrokerUnreachable, connect_blocking
+from .errors import EncodeError
 from .message import Message
 from .transports.amqp import topology
 from .transports.amqp.client import Properties, PublishRefused, PublishReturned
@@ -47,10 +47,6 @@ __all__ = [
 ]
 
 
-class BrokerUnreachable(TransportError):
-    """No broker address accepted the connection."""
-
-
 def settings_from_url(url: str) -> AMQPSettings:
     """Settings for one broker URL (C{amqp://user:password@host:port/vhost}, or amqps)."""
     return parse_amqp_settings({"url": url}, "<url>")
@@ -60,33 +56,6 @@ def _settings(url: str | None, settings: AMQPSettings | None) -> AMQPSettings:
     if (url is None) == (settings is None):
         raise TypeError("give a broker url or settings, not both or neither")
     return settings if settings is not None else settings_from_url(url)  # type: ignore[arg-type]
-
-
-def connect_blocking(settings: AMQPSettings, timeout: float, connection_name: str) -> pika.BlockingConnection:
-    """A blocking connection to the first broker address that answers."""
-    errors = []
-    for address in settings.addresses:
-        params = pika.ConnectionParameters(
-            host=address.host,
-            port=address.port,
-            virtual_host=settings.vhost,
-            credentials=pika.PlainCredentials(settings.username, settings.password),
-            socket_timeout=timeout,
-            blocked_connection_timeout=timeout,
-            connection_attempts=1,
-            heartbeat=settings.heartbeat,
-            client_properties={"connection_name": connection_name, "product": "scbus"},
-        )
-        if address.tls:
-            context = ssl.create_default_context(cafile=settings.ca_file)
-            if settings.cert_file:
-                context.load_cert_chain(settings.cert_file, settings.key_file)
-            params.ssl_options = pika.SSLOptions(context, server_hostname=address.host)
-        try:
-            return pika.BlockingConnection(params)
-        except Exception as e:  # pika raises many kinds; none carries the password
-            errors.append(f"{address}: {type(e).__name__} {e}".strip())
-    raise BrokerUnreachable("; ".join(errors))
 
 
 def _encode(message: Message, settings: AMQPSettings) -> bytes:

@@ -21,12 +21,14 @@ import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .appbus import ApplicationMessageBus, check_subscriptions
 from .errors import ConfigError, ConfigProblems, InvalidSubscriptions
 from .idleloops import IDLE_MODES
 from .passwords import is_password_hash
+
+if TYPE_CHECKING:  # imported where used: `scbus status` reads configs without Twisted
+    from .appbus import ApplicationMessageBus
 
 __all__ = [
     "Config",
@@ -682,6 +684,8 @@ def build_subscriptions(config: Config, app: AppConfig) -> dict[Any, Any]:
         raise ConfigError(
             config.source, key, f"the builder raised {type(e).__name__}: {e}"
         ) from None
+    from .appbus import check_subscriptions
+
     try:
         handlers, idle = check_subscriptions(app.name, subscriptions)
     except InvalidSubscriptions as e:
@@ -718,6 +722,8 @@ def _signature_problems(handlers: Mapping[type, Any], idle: Mapping[timedelta, A
 
 def build_app(config: Config, app: AppConfig, *, reactor: Any = None) -> ApplicationMessageBus:
     """The app's bus, from its builder's subscriptions."""
+    from .appbus import ApplicationMessageBus
+
     subscriptions = build_subscriptions(config, app)
     return ApplicationMessageBus(app.name, subscriptions, reactor=reactor, **app_bus_options(app))
 

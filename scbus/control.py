@@ -15,9 +15,10 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 __all__ = [
     "CONTROL_EXCHANGE",
@@ -69,6 +70,8 @@ class ControlResponder:
 
     def handle(self, request: Any) -> Deferred[dict[str, Any] | None]:
         """The answer to C{request}, or None when it is not meant for this process."""
+        from twisted.internet.defer import succeed  # here: `scbus status` imports this module
+
         if not isinstance(request, dict) or request.get("op") not in OPS:
             return succeed({"process": self.name, "error": f"unknown request {request!r:.200}"})
         if not self.matches(request.get("target")):
@@ -145,9 +148,10 @@ def assess(
     for app, count in consumers.items():
         answering = len(running.get(app, []))
         if count is not None and count > answering:
+            answered = ", ".join(sorted(running.get(app, []))) or "none"
             problems.append(
                 f"app {app}: {count} consumer(s) on its queue but {answering} process(es) "
-                "answered: a process is not answering (wedged or overloaded)"
+                f"answered: a process is not answering (wedged or overloaded); answered: {answered}"
             )
     return Health(answers, problems, dict(consumers), dict(queued or {}))
 

@@ -1,6 +1,9 @@
 """
 A plain blocking client of the control plane, for the ``scbus status`` and ``scbus ping``
 commands: it needs no reactor and no running bus of its own.
+
+It stops waiting as soon as the caller has every answer it expects, so a health check
+costs milliseconds of broker time, not its whole timeout.
 """
 
 from __future__ import annotations
@@ -8,16 +11,20 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pika
+import pika.exceptions
 
-from .client import BrokerUnreachable, connect_blocking
+from .broker_connection import BrokerUnreachable, connect_blocking
 from .control import CONTROL_EXCHANGE
 from .transports.amqp import topology
 from .transports.amqp.settings import AMQPSettings
 
 __all__ = ["ControlClient", "BrokerUnreachable"]
+
+Answer = tuple[float, dict[str, Any]]
 
 
 class ControlClient:
@@ -31,13 +38,21 @@ class ControlClient:
         except Exception:
             pass
 
-    def ask(self, request: dict[str, Any], timeout: float) -> list[tuple[float, dict[str, Any]]]:
-        """Every answer within C{timeout} seconds, with its round trip in seconds."""
+    def ask(
+        self,
+        request: dict[str, Any],
+        timeout: float,
+        enough: Callable[[list[Answer]], bool] | None = None,
+    ) -> list[Answer]:
+        """
+        The answers within C{timeout} seconds, each with its round trip in seconds; as soon
+        as C{enough(answers)} is true, those.
+        """
         channel = self._connection.channel()
         channel.exchange_declare(CONTROL_EXCHANGE, "fanout", durable=True)
         reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
         correlation = uuid.uuid4().hex
-        answers: list[tuple[float, dict[str, Any]]] = []
+        answers: list[Answer] = []
         start = time.monotonic()
 
         def on_reply(ch: Any, method: Any, props: Any, body: bytes) -> None:
@@ -53,8 +68,12 @@ class ControlClient:
             pika.BasicProperties(content_type="application/json", correlation_id=correlation, reply_to=reply_queue),
         )
         deadline = start + timeout
-        while time.monotonic() < deadline:
-            self._connection.process_data_events(time_limit=max(0.0, min(0.1, deadline - time.monotonic())))
+        while not (enough is not None and enough(answers)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # Returns as soon as a reply is ready to dispatch, or after the limit.
+            self._connection.process_data_events(time_limit=min(0.5, left))
         channel.close()
         return answers
 

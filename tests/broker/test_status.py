@@ -122,6 +122,7 @@ def test_status_answers_now_from_busy_processes_and_sees_deaths(rabbit, tmp_path
             print(status.stdout)
             assert status.returncode == 1
             assert "is not answering" in status.stdout
+            assert "answered: status-1@" in status.stdout  # which one still answers
         finally:
             os.kill(buses[1].process.pid, signal.SIGCONT)
 
@@ -177,3 +178,43 @@ def test_a_bus_log_holds_no_pika_chatter(rabbit, tmp_path):
     assert "NOT_FOUND" not in log
     assert re.findall(r"\[pika[\w.]*#\w+\]", log) == []
     assert log.count("Received SIGTERM, shutting down.") == 1
+
+
+def test_status_and_ping_return_once_every_expected_process_answered(rabbit, tmp_path):
+    config = tmp_path / "scbus.toml"
+    config.write_text(CONFIG.format(name="prompt", url=rabbit.url).replace("expected_processes = 2", "expected_processes = 1"))
+    bus = Twistd(str(tmp_path), str(config))
+    try:
+        wait_in_log(bus, "busy: consuming", 60)
+        # --timeout 120 with the command itself bounded at 60 s: waiting the timeout out fails.
+        for command in (["status"], ["status", "--json"], ["ping"], ["ping", "--app", "busy"], ["ping", "--process", "prompt"]):
+            out = scbus(*command, "--config", str(config), "--timeout", "120", timeout=60)
+            assert out.returncode == 0, (command, out.stdout, out.stderr)
+        assert "prompt@" in out.stdout
+
+        # `scbus status --json | head`: the reader leaves early; no traceback.
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "scbus.cli", "status", "--json", "--config", str(config)],
+                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+            )
+        finally:
+            os.close(write_end)
+        assert out.returncode == 1 and out.stderr == ""
+    finally:
+        bus.kill()
+
+
+def test_an_unreachable_broker_says_why(rabbit, tmp_path):
+    config = tmp_path / "scbus.toml"
+    port = rabbit.url.split("@", 1)[1].split("/", 1)[0]
+    for url, reason in [
+        (f"amqp://guest:wrong@{port}/", "the broker refused the credentials of user 'guest'"),
+        (f"amqps://guest:guest@{port}/", "TLS failed"),
+    ]:
+        config.write_text(CONFIG.format(name="unreachable", url=url))
+        out = scbus("status", "--config", str(config), "--timeout", "5")
+        assert out.returncode == 3 and reason in out.stderr, out.stderr
+        assert out.stderr.count("\n") == 1 and "wrong" not in out.stderr

@@ -70,7 +70,7 @@ def test_assess_finds_missing_and_wedged_processes():
     assert health.problems == [
         "app a: 1 live process(es) answered, 2 expected",
         "app b: no live process answered",
-        "app a: 3 consumer(s) on its queue but 1 process(es) answered: a process is not answering (wedged or overloaded)",
+        "app a: 3 consumer(s) on its queue but 1 process(es) answered: a process is not answering (wedged or overloaded); answered: bus@h:1",
     ]
     text = render(health)
     assert "bus@h:1" in text and "PROBLEM: app b: no live process answered" in text
