@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ConfigProblems, InvalidSubscriptions
-from .idleloops import IDLE_MODES
 from .passwords import is_password_hash
 
 if TYPE_CHECKING:  # imported where used: `scbus status` reads configs without Twisted
@@ -49,6 +48,8 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 TRANSPORTS = ("local", "amqp")
 QUEUE_TYPES = ("classic", "quorum")
 AMQP_CLIENTS = ("pika", "txamqp")
+#: apps.NAME.idle: one live process runs an app's idle handlers, or every process does.
+IDLE_MODES = ("one", "every")
 
 
 @dataclasses.dataclass

@@ -15,12 +15,11 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .config import IDLE_MODES  # the config's check and this one agree
+
 __all__ = ["IdleLoops", "IDLE_MODES"]
 
 log = Logger()
-
-#: apps.NAME.idle: "one" live process runs the idle handlers, or "every" process does.
-IDLE_MODES = ("one", "every")
 
 
 class IdleLoops:
