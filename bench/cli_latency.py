@@ -6,7 +6,9 @@ included, as an operator or a health check runs them.
 
 Starts its own RabbitMQ node and one `twistd -n scbus` process with two apps, then runs
 each command --runs times in a fresh interpreter and prints the median and the slowest
-wall time beside `python -c pass` and `scbus --version` (start-up alone). The commands
+wall time, and the median CPU time of the command's process, beside `python -c pass` and
+`scbus --version` (start-up alone). On a busy machine wall time includes waiting for a
+core; the load average is printed first. The commands
 return as soon as every expected process answered, so the figures should not depend on
 --timeout (given as 10 s here).
 """
@@ -15,18 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench.broker import start_node
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.broker.test_processes import wait_in_log  # noqa: E402
 from tests.e2e.conftest import Twistd  # noqa: E402
+from tests.rabbit import RabbitNode, available  # noqa: E402
 
 CONFIG = """
 [bus]
@@ -46,22 +48,34 @@ builder = "apps.squares:make_squares"
 BIN = os.path.dirname(sys.executable)
 
 
-def wall(command: list[str], runs: int) -> list[float]:
-    times = []
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wall(command: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each run (CPU: on a busy machine wall time waits for a core)."""
+    times, cpu = [], []
     for _ in range(runs):
+        cpu_before = children_cpu()
         started = time.perf_counter()
         out = subprocess.run(command, capture_output=True, text=True, timeout=120)
         times.append(time.perf_counter() - started)
+        cpu.append(children_cpu() - cpu_before)
         if out.returncode != 0:
             raise SystemExit(f"{' '.join(command)} exited {out.returncode}: {out.stdout}{out.stderr}")
-    return times
+    return times, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    node = start_node()
+    reason = available()
+    if reason:
+        raise SystemExit(f"cannot start a RabbitMQ node: {reason}")
+    node = RabbitNode(name="scbus-cli-latency")  # its own name: other benchmarks may run beside it
+    node.start()
     work = tempfile.mkdtemp(prefix="scbus-cli-latency-")
     config = os.path.join(work, "scbus.toml")
     with open(config, "w") as f:
@@ -78,10 +92,11 @@ def main() -> None:
             ("scbus ping", [scbus, "ping", "--config", config, "--timeout", "10"]),
             ("scbus ping --app squares", [scbus, "ping", "--config", config, "--app", "squares", "--timeout", "10"]),
         ]
-        print(f"{'command':<28} {'median s':>9} {'slowest s':>10}   ({args.runs} runs each, --timeout 10)")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.runs} runs each, --timeout 10")
+        print(f"{'command':<28} {'median s':>9} {'slowest s':>10} {'median CPU s':>13}")
         for name, command in cases:
-            times = wall(command, args.runs)
-            print(f"{name:<28} {statistics.median(times):>9.3f} {max(times):>10.3f}")
+            times, cpu = wall(command, args.runs)
+            print(f"{name:<28} {statistics.median(times):>9.3f} {max(times):>10.3f} {statistics.median(cpu):>13.3f}")
     finally:
         bus.terminate()
         bus.kill()

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .pausing import summary
-
 __all__ = ["add_commands"]
 
 
@@ -46,5 +44,7 @@ def _run(args: argparse.Namespace, paused: bool, control_client: Callable[[argpa
         answers = [answer for _, answer in client.ask({"op": "pause" if paused else "resume", "app": args.app}, args.timeout)]
     finally:
         client.close()
+    from .pausing import summary  # here: every scbus command imports this module, without Twisted
+
     print(summary(args.app, paused, answers))
     return 0

@@ -45,8 +45,8 @@ class ControlClient:
         enough: Callable[[list[Answer]], bool] | None = None,
     ) -> list[Answer]:
         """
-        The answers within C{timeout} seconds, each with its round trip in seconds; as soon
-        as C{enough(answers)} is true, those.
+        The answers within C{timeout} seconds, each with its round trip in seconds; once
+        C{enough(answers)} is true, those that came until a short quiet spell.
         """
         channel = self._connection.channel()
         channel.exchange_declare(CONTROL_EXCHANGE, "fanout", durable=True)
@@ -68,10 +68,16 @@ class ControlClient:
             pika.BasicProperties(content_type="application/json", correlation_id=correlation, reply_to=reply_queue),
         )
         deadline = start + timeout
-        while not (enough is not None and enough(answers)):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        while (left := deadline - time.monotonic()) > 0:
+            if enough is not None and enough(answers):
+                # Stragglers the caller could not count (a paused app's processes hold no
+                # consumer; processes of other apps): a short quiet spell after the last
+                # answer, a few times the round trip, ends the wait.
+                last = answers[-1][0] if answers else 0.0
+                quiet_until = start + last + min(1.0, max(0.1, 3 * last))
+                left = min(left, quiet_until - time.monotonic())
+                if left <= 0:
+                    break
             # Returns as soon as a reply is ready to dispatch, or after the limit.
             self._connection.process_data_events(time_limit=min(0.5, left))
         channel.close()

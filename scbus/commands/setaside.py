@@ -25,7 +25,6 @@ from pika import exceptions as pika_errors
 
 from ..transports.amqp import topology
 from ..transports.amqp.client import RawDelivery, persistent_copy
-from ..transports.amqp.holding import SET_ASIDE_LIMIT, set_aside_entry
 from ..transports.setaside import DEAD, UNROUTED, SetAsideMessage
 from .common import EXIT_BROKER, Refused, load_bus, require_amqp, run_refusing
 
@@ -86,6 +85,8 @@ def _channel(connection: pika.BlockingConnection, queue: str) -> tuple[Any, int]
 
 def _browse(channel: Any, kind: str) -> Any:
     """(raw, entry) for each kept message, unacknowledged: closing the channel gives them back."""
+    from ..transports.amqp.holding import SET_ASIDE_LIMIT, set_aside_entry  # loads Twisted: only here
+
     queue = QUEUES[kind]
     for _ in range(SET_ASIDE_LIMIT):
         method, properties, body = channel.basic_get(queue, auto_ack=False)
@@ -158,6 +159,8 @@ def _replay(connection: pika.BlockingConnection, args: argparse.Namespace) -> in
     finally:
         if channel.is_open:
             channel.close()
+    from ..transports.amqp.holding import SET_ASIDE_LIMIT
+
     raise Refused(f"no {args.kind} message with id {args.id} (among the first {SET_ASIDE_LIMIT})")
 
 
