@@ -127,6 +127,8 @@ class _App:
         self.waiters: list[Deferred[AMQPDelivery]] = []
         self.inner: dict[int, Deferred[Any]] = {}
         self.setup_waiters: list[Deferred[None]] = []
+        #: Wire names the queue is bound to on the current session.
+        self.bound: set[str] = set()
         self.held = False  # paused: no consumer (see pause.py)
 
 
@@ -370,16 +372,35 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         app.setup_waiters.append(d)
         session = self._session
         if session is not None and session.alive and session.topology is not None:
-            if app.session == session.number and not new:
-                self._fire_setup(app)
+            if app.session == session.number and app.channel is not None:
+                # consuming already: bind what is new on its channel, no second consumer
+                bound = Deferred.fromCoroutine(self._bind_types(session, app.channel, app))
+                bound.addCallbacks(lambda _: self._fire_setup(app), self._bind_failed, errbackArgs=(app,))
             elif not app.starting:
                 Deferred.fromCoroutine(self._start_app(session, app)).addErrback(
                     self._app_start_failed, session, app
                 )
-            elif new:
-                # declared right now without the new types: declare again when done
-                pass
+            # else: the set-up under way binds every type in app.types before it reports
         return d
+
+    async def _bind_types(self, session: _Session, channel: IAMQPChannel, app: _App) -> None:
+        """
+        Bind the app's queue to every type in C{app.types} not bound yet on this session,
+        including those added while this ran.
+        """
+        while True:
+            pending = [cls for cls in topology.binding_types(app.types) if cls.wire_name not in app.bound]
+            if not pending:
+                return
+            for cls in pending:
+                await self._ensure_exchange(session, cls.wire_name)
+                await channel.queue_bind(app.queue, topology.type_exchange(cls.wire_name))
+                app.bound.add(cls.wire_name)
+
+    def _bind_failed(self, failure: Failure, app: _App) -> None:
+        waiters, app.setup_waiters = app.setup_waiters, []
+        for d in waiters:
+            d.errback(failure)
 
     def _fire_setup(self, app: _App) -> None:
         waiters, app.setup_waiters = app.setup_waiters, []
@@ -390,6 +411,7 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
         if app.starting or not session.alive:
             return
         app.starting = True
+        app.bound = set()
         try:
             channel = await session.connection.channel()
             await channel.qos(app.prefetch)
@@ -397,10 +419,9 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
                 app.queue, durable=True,
                 arguments=topology.queue_arguments(self.settings.queue_type, self.settings.delivery_limit),
             )
-            for cls in topology.binding_types(app.types):
-                await self._ensure_exchange(session, cls.wire_name)
-                await channel.queue_bind(app.queue, topology.type_exchange(cls.wire_name))
+            await self._bind_types(session, channel, app)
             consumer = await self._pauses.consume(session.connection, app, channel)
+            await self._bind_types(session, channel, app)  # types added meanwhile
         finally:
             app.starting = False
         if not session.alive:
