@@ -238,3 +238,37 @@ def test_no_pickle_anywhere():
     for path in root.rglob("*.py"):
         text = path.read_text()
         assert "import pickle" not in text and "cPickle" not in text, path
+
+
+def _ids_from_a_fork_and_a_new_process(count):
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: ids after a fork must not repeat the parent's
+        try:
+            os.close(read)
+            os.write(write, json.dumps([Point(x=i).id for i in range(count)]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        forked = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    fresh = subprocess.run(
+        [sys.executable, "-c", f"from scbus.message import _new_id; print(' '.join(_new_id() for _ in range({count})))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()
+    return forked, fresh
+
+
+def test_ids_are_32_hex_digits_and_unique_across_processes_and_forks():
+    count = 1000
+    before = [Point(x=i).id for i in range(count)]
+    forked, fresh = _ids_from_a_fork_and_a_new_process(count)
+    mine = before + [Point(x=i).id for i in range(count)]  # the parent goes on after the fork
+    everything = mine + forked + fresh
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in everything)
+    assert len(set(everything)) == len(everything) == 4 * count
