@@ -229,7 +229,7 @@ async def flat_run(url: str, apps: int, type_count: int, n: int, attempt: int) -
     begin = time.perf_counter()
     for name in names:
         bus.resume(name)
-    while sum(bus._apps[name].acked for name in names) < n:
+    while sum(bus._apps[name].counters.acked for name in names) < n:
         await task.deferLater(reactor, 0.005, lambda: None)
     rate = n / (time.perf_counter() - begin)
     await bus.stopService()
