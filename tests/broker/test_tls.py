@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import pwd
 
 import pytest
 from twisted.internet import reactor, task
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from ..contract.test_amqp_contract import connected, make_amqp_transport
@@ -127,7 +129,30 @@ class TLSTests(unittest.TestCase):
         self.assertEqual(await self.carried_over_tls(self.node.ca_bundle, "tls_bundle_app", text), text)
 
     async def test_a_certificate_the_client_cannot_verify_is_refused(self):
+        # Any other failure (a wrong port, a refused login) must not pass for this one: the
+        # attempt has to reach the TLS handshake and be refused there, for the certificate.
+        # pika reports the reason through the standard logging module, scbus through its own.
+        said: list[str] = []
+        observer = lambda event: said.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        handler = _Collect(said)
+        logging.getLogger("pika").addHandler(handler)
+        self.addCleanup(logging.getLogger("pika").removeHandler, handler)
         url = f"amqps://guest:guest@localhost:{self.node.tls_port}/%2F"
         transport = make_amqp_transport(self, url)  # platform trust: does not know the test CA
-        await task.deferLater(reactor, 3, lambda: None)
+        deadline = reactor.seconds() + 30
+        while not any("certificate verify failed" in line for line in said):
+            self.assertLess(reactor.seconds(), deadline, f"no certificate refusal in {said}")
+            await task.deferLater(reactor, 0.1, lambda: None)
         self.assertFalse(transport.connected)
+        self.assertEqual(transport.connections, 0)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
