@@ -41,8 +41,8 @@ def scbus(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scbus.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def ready_in_rabbitmqctl(rabbit, queue: str) -> int:
-    out = rabbit.ctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready")
+def ready_in_rabbitmqctl(rabbit, queue: str, vhost: str = "/") -> int:
+    out = rabbit.ctl("list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "messages_ready")
     for line in out.splitlines():
         name, _, count = line.partition("\t")
         if name.strip() == queue:
@@ -51,20 +51,23 @@ def ready_in_rabbitmqctl(rabbit, queue: str) -> int:
 
 
 def test_status_answers_now_from_busy_processes_and_sees_deaths(rabbit, tmp_path):
+    # A vhost of its own: the outputs of its 10,000 messages land in scbus.unrouted, which
+    # would otherwise be the one every later test on this node lists.
+    url = fresh_vhost(rabbit, "status-busy")
     config = tmp_path / "scbus.toml"
     buses = []
     try:
         for label in ("status-1", "status-2"):
             workdir = tmp_path / label
             workdir.mkdir()
-            text = CONFIG.format(name=label, url=rabbit.url)
+            text = CONFIG.format(name=label, url=url)
             (workdir / "scbus.toml").write_text(text)
             config.write_text(text)
             bus = Twistd(str(workdir), str(workdir / "scbus.toml"))
             buses.append(bus)
         for bus in buses:
             wait_in_log(bus, "busy: consuming", 60)
-        producer = Producer(rabbit.url)
+        producer = Producer(url)
         producer.channel.queue_purge("scbus.app.busy")
         for n in range(10_000):
             producer.publish("noloss.Slow", {"n": n, "seconds": 0.05})
@@ -78,7 +81,7 @@ def test_status_answers_now_from_busy_processes_and_sees_deaths(rabbit, tmp_path
 
         asked = time.monotonic()
         status = scbus("status", "--config", str(config), "--json", "--timeout", "1.5")
-        ctl_ready = ready_in_rabbitmqctl(rabbit, "scbus.app.busy")
+        ctl_ready = ready_in_rabbitmqctl(rabbit, "scbus.app.busy", "status-busy")
         between = time.monotonic() - asked
         report = json.loads(status.stdout)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -97,7 +100,7 @@ def test_status_answers_now_from_busy_processes_and_sees_deaths(rabbit, tmp_path
 
         # In band: a heartbeat waits its turn behind a short backlog; the answer says how long.
         producer.channel.queue_purge("scbus.app.busy")
-        collector = Collector(rabbit.url, "scbus.HeartbeatResponse", "test.heartbeats")
+        collector = Collector(url, "scbus.HeartbeatResponse", "test.heartbeats")
         for n in range(40):
             producer.publish("noloss.Slow", {"n": n, "seconds": 0.05})
         producer.publish("scbus.Heartbeat", {"app_name": APP})
