@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.trial import unittest
 
 from scbus.transports.amqp.client import Properties
@@ -40,13 +43,12 @@ class TxAMQPBrokerTests(unittest.TestCase):
     async def test_confirms_arrive_for_a_burst_and_resolve_every_publish(self):
         session = await self.session()
         publisher = session.publisher
-        await session.topology.queue_declare("tx.burst", durable=True)
-        sent = [publisher.publish("", "tx.burst", b"{}", Properties(delivery_mode=2)) for _ in range(500)]
-        from twisted.internet.defer import gatherResults
-
+        # A queue of this run only (gone with the connection): what it counts, this test sent.
+        queue = f"tx.burst.{uuid.uuid4().hex}"
+        await session.topology.queue_declare(queue, durable=False, exclusive=True)
+        sent = [publisher.publish("", queue, b"{}", Properties(delivery_mode=2)) for _ in range(500)]
         await gatherResults(sent).addTimeout(20, reactor)
-        count = await session.topology.queue_declare("tx.burst", passive=True)
-        self.assertGreaterEqual(count, 500)
+        self.assertEqual(await session.topology.queue_declare(queue, passive=True), 500)
 
     async def test_no_wait_does_not_wait_forever(self):
         session = await self.session()
