@@ -164,9 +164,22 @@ def test_console_without_credentials_is_refused(app_modules):
         load_config(path)
 
 
-def test_remote_console_needs_allow_remote(app_modules):
-    path = write(app_modules, GOOD.replace("telnet_port = 0", 'telnet_port = 0\ninterface = "0.0.0.0"\nallow_remote = true'))
-    assert load_config(path).console.interface == "0.0.0.0"
+@pytest.mark.parametrize("interface", ["0.0.0.0", "::", "192.0.2.7"])
+def test_remote_console_needs_allow_remote(app_modules, interface):
+    def with_console(extra):
+        return write(app_modules, GOOD.replace("telnet_port = 0", f'telnet_port = 0\ninterface = "{interface}"{extra}'))
+
+    for refused in ("", "\nallow_remote = false"):
+        with pytest.raises(ConfigError) as info:
+            load_config(with_console(refused))
+        assert (info.value.key, "not a loopback address" in info.value.problem) == ("console.interface", True)
+    assert load_config(with_console("\nallow_remote = true")).console.interface == interface
+
+
+def test_a_loopback_console_needs_no_allow_remote(app_modules):
+    for interface in ("127.0.0.1", "::1"):
+        path = write(app_modules, GOOD.replace("telnet_port = 0", f'telnet_port = 0\ninterface = "{interface}"'))
+        assert load_config(path).console.interface == interface
 
 
 def test_paths_are_relative_to_the_config_file(app_modules):

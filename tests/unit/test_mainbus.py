@@ -363,11 +363,20 @@ def test_apps_added_while_running_start_at_once():
 
 
 def test_setup_failure_is_logged_not_raised():
-    w = World()
-    w.transport.setup = lambda name, types: fail(TransportError("no broker"))
-    w.add("app", {Job: lambda m: None})
-    w.start()
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        w = World()
+        w.transport.setup = lambda name, types: fail(TransportError("no broker"))
+        w.add("app", {Job: lambda m: None})
+        w.start()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
     assert not w.bus._apps["app"].ready
+    failures = [(formatEvent(e), e["log_failure"].value) for e in events if "log_failure" in e]
+    assert [(text, type(error), str(error)) for text, error in failures] == [
+        ("app: could not set up its subscriptions", TransportError, "no broker")
+    ]
 
 
 def test_the_service_tree_stops_the_transport_and_listeners_after_the_bus_drained():
