@@ -253,12 +253,15 @@ def _to_json(value: Any) -> Any:
 class _Plan:
     """Per-class field plan, built on first use so forward references can resolve."""
 
-    __slots__ = ("fields", "required", "needs_conversion")
+    __slots__ = ("fields", "checks", "required", "needs_conversion")
 
     def __init__(self, cls: type[Message]) -> None:
         hints = typing.get_type_hints(cls)
         owner = cls.__qualname__
         self.fields: list[tuple[str, Checker]] = []
+        #: (name, the one type its checker passes through unchanged or None, checker):
+        #: a value of exactly that type needs no call.
+        self.checks: list[tuple[str, type | None, Checker]] = []
         self.required: set[str] = set()
         plain = {int, float, str, bool, type(None)}
         self.needs_conversion: list[str] = []
@@ -266,11 +269,20 @@ class _Plan:
             if f.name in _ENVELOPE_FIELDS:
                 continue
             annotation = hints[f.name]
-            self.fields.append((f.name, _checker_for(annotation, f"{owner}.{f.name}")))
+            check = _checker_for(annotation, f"{owner}.{f.name}")
+            self.fields.append((f.name, check))
+            self.checks.append((f.name, annotation if annotation in _UNCHANGED else None, check))
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.required.add(f.name)
             if annotation not in plain:
                 self.needs_conversion.append(f.name)
+
+
+#: Annotations whose checker answers a value of exactly that type as it is.
+_UNCHANGED = (int, str, bool)
+
+#: Stands for a field absent from an envelope's data.
+_ABSENT = object()
 
 
 def _plan(cls: type[Message]) -> _Plan:
@@ -330,8 +342,10 @@ class Message:
         plan = _plan(type(self))
         values = self.__dict__
         try:
-            for name, check in plan.fields:
-                values[name] = check(values[name], name)
+            for name, unchanged, check in plan.checks:
+                value = values[name]
+                if type(value) is not unchanged:
+                    values[name] = check(value, name)
         except FieldTypeError as e:
             raise FieldTypeError(f"{type(self).__qualname__}: {e}") from None
 
@@ -365,7 +379,7 @@ class Message:
         wire_name = envelope.get("type")
         if not isinstance(wire_name, str):
             raise MalformedMessage("the envelope has no string 'type'")
-        target = lookup(wire_name)
+        target = _registry.get(wire_name) or lookup(wire_name)
         if not issubclass(target, cls):
             raise UnknownMessageType(
                 f"message type {wire_name!r} is not a {cls.wire_name!r} message"
@@ -374,14 +388,8 @@ class Message:
         if not isinstance(message_id, str) or not message_id:
             raise MalformedMessage(f"{wire_name}: the envelope has no string 'id'")
         created_at = envelope.get("created_at")
-        if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
-            raise MalformedMessage(f"{wire_name}: 'created_at' must be a number (Unix time)")
-        try:
-            created_at = float(created_at)
-        except OverflowError:
-            created_at = math.inf
-        if not math.isfinite(created_at):
-            raise MalformedMessage(f"{wire_name}: 'created_at' must be a finite number (Unix time)")
+        if type(created_at) is not float or created_at - created_at != 0.0:  # (not finite)
+            created_at = _unix_time(created_at, wire_name)
         correlation_id = envelope.get("correlation_id")
         if correlation_id is not None and not isinstance(correlation_id, str):
             raise MalformedMessage(f"{wire_name}: 'correlation_id' must be a string or null")
@@ -389,24 +397,39 @@ class Message:
         if not isinstance(data, dict):
             raise MalformedMessage(f"{wire_name}: 'data' must be a JSON object")
         plan = _plan(target)
-        missing = plan.required.difference(data)
-        if missing:
+        if not data.keys() >= plan.required:
+            missing = plan.required.difference(data)
             raise MissingField(f"{wire_name}: missing field(s) {', '.join(sorted(missing))}")
         message = target.__new__(target)
         values = message.__dict__
         values["id"] = message_id
         values["created_at"] = created_at
         values["correlation_id"] = correlation_id
-        defaults = _defaults(target)
-        for name, check in plan.fields:
-            if name in data:
+        for name, unchanged, check in plan.checks:
+            value = data.get(name, _ABSENT)
+            if type(value) is unchanged:
+                values[name] = value
+            elif value is _ABSENT:
+                values[name] = _defaults(target)[name]()
+            else:
                 try:
-                    values[name] = check(data[name], name)
+                    values[name] = check(value, name)
                 except FieldTypeError as e:
                     raise FieldTypeError(f"{wire_name}: {e}") from None
-            else:
-                values[name] = defaults[name]()
         return message
+
+
+def _unix_time(value: Any, wire_name: str) -> float:
+    """An envelope's C{created_at} as a finite float, or the reason it is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedMessage(f"{wire_name}: 'created_at' must be a number (Unix time)")
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise MalformedMessage(f"{wire_name}: 'created_at' must be a finite number (Unix time)")
+    return value
 
 
 def _defaults(cls: type[Message]) -> dict[str, Callable[[], Any]]:

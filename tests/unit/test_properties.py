@@ -115,3 +115,103 @@ def test_every_body_is_handled_or_dead_lettered(batch):
     assert len(handled) + len(answered) + len(dead) == len(batch)
     assert h.transport.unacked("items") == 0 and not h.transport._queue("items").ready
     assert not failures, failures
+
+
+def _reference_from_dict(envelope):
+    """
+    The field-by-field decoder that Message.from_dict replaced with a faster one: the
+    oracle the fast one must agree with, outcome for outcome and word for word.
+    """
+    from scbus.errors import FieldTypeError, MalformedMessage, MissingField, UnknownMessageType
+    from scbus.message import _defaults, _plan, _unix_time, lookup
+
+    if not isinstance(envelope, dict):
+        raise MalformedMessage(f"a message must be a JSON object, got {type(envelope).__name__}")
+    wire_name = envelope.get("type")
+    if not isinstance(wire_name, str):
+        raise MalformedMessage("the envelope has no string 'type'")
+    target = lookup(wire_name)
+    if not issubclass(target, Message):
+        raise UnknownMessageType(f"message type {wire_name!r} is not a 'scbus.Message' message")
+    message_id = envelope.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise MalformedMessage(f"{wire_name}: the envelope has no string 'id'")
+    created_at = _unix_time(envelope.get("created_at"), wire_name)  # the former checks, moved
+    correlation_id = envelope.get("correlation_id")
+    if correlation_id is not None and not isinstance(correlation_id, str):
+        raise MalformedMessage(f"{wire_name}: 'correlation_id' must be a string or null")
+    data = envelope.get("data", {})
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"{wire_name}: 'data' must be a JSON object")
+    plan = _plan(target)
+    missing = plan.required.difference(data)
+    if missing:
+        raise MissingField(f"{wire_name}: missing field(s) {', '.join(sorted(missing))}")
+    values = {"id": message_id, "created_at": created_at, "correlation_id": correlation_id}
+    defaults = _defaults(target)
+    for name, check in plan.fields:
+        if name in data:
+            try:
+                values[name] = check(data[name], name)
+            except FieldTypeError as e:
+                raise FieldTypeError(f"{wire_name}: {e}") from None
+        else:
+            values[name] = defaults[name]()
+    return target, values
+
+
+def _outcome(fn, *args):
+    try:
+        result = fn(*args)
+    except Exception as e:
+        return ("raised", type(e), str(e))
+    if isinstance(result, Message):
+        result = (type(result), dict(vars(result)))
+    return ("built", result)
+
+
+# Mostly valid, so that every field's check is reached; each part may be anything.
+item_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=5) | json_values,
+        "count": st.integers() | json_values,
+        "tags": st.lists(st.text(max_size=3) | json_values, max_size=3) | json_values,
+        "extra": st.none() | st.dictionaries(st.text(max_size=3), st.floats() | json_values, max_size=3) | json_values,
+    },
+)
+near_valid = st.fixed_dictionaries(
+    {
+        "type": st.just("prop.Item"),
+        "id": st.just("x") | json_values,
+        "created_at": st.floats() | st.integers() | st.just(1.5),
+        "correlation_id": st.none() | st.text(max_size=3),
+        "data": item_fields,
+    }
+)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near_valid | envelopes | json_values | st.floats() | st.integers())
+def test_from_dict_agrees_with_the_field_by_field_reference(envelope):
+    expected = _outcome(_reference_from_dict, envelope)
+    assert _outcome(Message.from_dict, envelope) == expected
+
+
+@settings(deadline=None)
+@given(
+    name=st.text(max_size=5) | json_values,
+    count=st.integers() | json_values,
+    tags=st.lists(st.text(max_size=3) | json_values, max_size=3) | json_values,
+)
+def test_building_a_message_checks_fields_as_decoding_does(name, count, tags):
+    expected = _outcome(
+        _reference_from_dict,
+        {"type": "prop.Item", "id": "x", "created_at": 1.0, "data": {"name": name, "count": count, "tags": tags}},
+    )
+    built = _outcome(lambda: Item(name=name, count=count, tags=tags, id="x", created_at=1.0))
+    if expected[0] == "raised":
+        assert built[0] == "raised" and built[1] is expected[1]
+        assert built[2].split(": ", 1)[1] == expected[2].split(": ", 1)[1]  # class name vs wire name
+    else:
+        assert built == expected
