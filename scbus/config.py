@@ -21,13 +21,11 @@ import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import ConfigError, ConfigProblems, InvalidSubscriptions
 from .passwords import is_password_hash
 
-if TYPE_CHECKING:  # imported where used: `scbus status` reads configs without Twisted
-    from .appbus import ApplicationMessageBus
 
 __all__ = [
     "Config",
@@ -40,8 +38,8 @@ __all__ = [
     "load_and_build",
     "parse_config",
     "load_builder",
+    "check_table",
     "build_subscriptions",
-    "build_app",
 ]
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -338,6 +336,14 @@ def _unknown(key: str, known: Any) -> str:
     return f"unknown key; {hint}(known keys: {', '.join(sorted(known))})"
 
 
+def check_table(source: str, prefix: str, table: Any, schema: Mapping[str, Check]) -> dict[str, Any]:
+    """C{table} checked against C{schema}. @raise ConfigError: every problem, one line each."""
+    problems = _Problems(source)
+    checked = _section(problems, prefix, table, schema)
+    problems.raise_any()
+    return checked
+
+
 def _section(
     problems: _Problems, prefix: str, table: Any, schema: Mapping[str, Check]
 ) -> dict[str, Any]:
@@ -410,6 +416,8 @@ def _parse(raw: Mapping[str, Any], source: str) -> tuple[Config, _Problems]:
         problems.add("root", f"must be a table, got {_shown(root)}")
         root = {}
     apps = _apps(problems, raw.get("apps", {}))
+    if transport.amqp is not None:  # each app's consumer takes as many as it handles at once
+        transport.amqp.app_prefetch = {name: app.max_in_flight for name, app in apps.items()}
     config = Config(source, bus, transport, console, root, apps, warnings=problems.warnings, http=http)
     return config, problems
 
@@ -719,14 +727,6 @@ def _signature_problems(handlers: Mapping[type, Any], idle: Mapping[timedelta, A
             name = getattr(handler, "__qualname__", repr(handler))
             problems.append(f"{what} ({name}) must take {takes}: {e}")
     return problems
-
-
-def build_app(config: Config, app: AppConfig, *, reactor: Any = None) -> ApplicationMessageBus:
-    """The app's bus, from its builder's subscriptions."""
-    from .appbus import ApplicationMessageBus
-
-    subscriptions = build_subscriptions(config, app)
-    return ApplicationMessageBus(app.name, subscriptions, reactor=reactor, **app_bus_options(app))
 
 
 def app_bus_options(app: AppConfig) -> dict[str, Any]:

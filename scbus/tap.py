@@ -55,9 +55,7 @@ def make_transport(config: Config, reactor: Any = None) -> Any:
     if config.transport.type == "amqp":
         from .transports.amqp import AMQPTransport
 
-        settings = config.transport.amqp
-        settings.app_prefetch = {name: app.max_in_flight for name, app in config.apps.items()}
-        return AMQPTransport(settings, reactor, bus_name=config.bus.name)
+        return AMQPTransport(config.transport.amqp, reactor, bus_name=config.bus.name)
     raise ConfigError(config.source, "transport.type", f"unknown transport {config.transport.type!r}")
 
 

@@ -36,7 +36,7 @@ def test_password_from_the_environment():
         ({"url": "amqp://user:topsecret@"}, "transport.url", "no host"),
         ({"url": "amqp://h", "prefetch": 0}, "transport.prefetch", "at least 1"),
         ({"url": "amqp://h", "heartbeat": "often"}, "transport.heartbeat", "must be an integer"),
-        ({"url": "amqp://h", "queue_type": "stream"}, "transport.queue_type", "'classic' or 'quorum'"),
+        ({"url": "amqp://h", "queue_type": "stream"}, "transport.queue_type", "must be one of 'classic', 'quorum'"),
         ({"url": "amqp://h", "client": "kombu"}, "transport.client", "must be one of"),
         ({"url": "amqp://h", "colour": 1}, "transport.colour", "unknown key"),
         ({"url": "amqp://h", "ca_file": "/no/such/ca.pem"}, "transport.ca_file", "no such file"),

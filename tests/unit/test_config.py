@@ -1,5 +1,6 @@
 """Config loading: every bad file is one line naming the file, the key and the problem."""
 
+import os
 import sys
 import textwrap
 
@@ -10,6 +11,7 @@ from scbus.errors import ConfigError
 from scbus.passwords import hash_password
 
 HASH = hash_password("secret", iterations=1000)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 GOOD = f"""
 [bus]
@@ -342,3 +344,38 @@ def test_a_private_passwd_file_is_accepted(app_modules):
     passwd.chmod(0o640)
     config = load_config(write(app_modules, PASSWD))
     assert config.console.passwd_file == str(passwd) and config.warnings == []
+
+
+# --- one layer: config.py's table checks the AMQP keys; settings only builds ------------
+
+
+def test_the_amqp_settings_use_the_configs_checks():
+    from scbus.transports.amqp.settings import parse_amqp_settings
+
+    with pytest.raises(ConfigError, match=r"transport.prefetch: must be at most 10000"):
+        parse_amqp_settings({"url": "amqp://h", "prefetch": 100000})
+    with pytest.raises(ConfigError, match=r"transport.heartbet: unknown key; did you mean 'heartbeat'\?"):
+        parse_amqp_settings({"url": "amqp://h", "heartbet": 5})
+
+
+def test_each_apps_prefetch_is_set_when_the_config_is_read(app_modules):
+    text = AMQP.format(url="amqp://h", extra="") + '\n[apps.two]\nbuilder = "cfgapps.good:make"\nmax_in_flight = 3\n'
+    config = load_config(write(app_modules, text))
+    assert config.transport.amqp.app_prefetch == {"one": 10, "two": 3}
+
+
+def test_checking_the_txamqp_spec_does_not_import_the_client():
+    import subprocess
+
+    from scbus.transports.amqp.txamqp_spec import DEFAULT_SPEC
+
+    if not os.path.exists(DEFAULT_SPEC):
+        pytest.skip("needs Debian's amqp-specs")
+    code = (
+        "import sys\n"
+        "from scbus.transports.amqp.settings import parse_amqp_settings\n"
+        "parse_amqp_settings({'url': 'amqp://h', 'client': 'txamqp'})\n"
+        "print('scbus.transports.amqp.txamqp_client' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr

@@ -14,13 +14,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...codec import DEFAULT_MAX_NESTING
+from ...config import AMQP_KEYS, check_table
 from ...errors import ConfigError
+from .txamqp_spec import load_spec
 
 __all__ = ["AMQPSettings", "BrokerAddress", "parse_amqp_settings", "mask_url", "pem_certificates"]
-
-QUEUE_TYPES = ("classic", "quorum")
-CLIENTS = ("pika", "txamqp")
-
 
 @dataclasses.dataclass(frozen=True)
 class BrokerAddress:
@@ -53,7 +51,7 @@ class AMQPSettings:
     cert_file: str | None = None
     key_file: str | None = None
     txamqp_spec: str | None = None
-    #: Per-app prefetch (defaults to each app's max_in_flight); set by the service maker.
+    #: Per-app prefetch: each app's max_in_flight, from the config.
     app_prefetch: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
@@ -105,17 +103,9 @@ def _parse_url(source: str, key: str, url: Any) -> tuple[BrokerAddress, str | No
     return address, vhost, user, password
 
 
-_NUMBERS = {
-    "delivery_limit": (int, 1),
-    "prefetch": (int, 1),
-    "heartbeat": (int, 0),
-    "send_buffer": (int, 1),
-    "confirm_timeout": (float, 0.1),
-    "connect_timeout": (float, 0.1),
-    "reconnect_max_delay": (float, 0.1),
-}
-_STRINGS = ("vhost", "username", "password_env", "ca_file", "cert_file", "key_file", "txamqp_spec")
-KNOWN = {"url", "urls", "client", "queue_type", *_NUMBERS, *_STRINGS}
+#: Keys read as they are, once config.py's checks passed.
+_NUMBERS = ("delivery_limit", "prefetch", "heartbeat", "send_buffer", "confirm_timeout", "connect_timeout", "reconnect_max_delay")
+KNOWN = set(AMQP_KEYS)
 
 
 def parse_amqp_settings(
@@ -124,12 +114,7 @@ def parse_amqp_settings(
 ) -> AMQPSettings:
     """Check the [transport] keys of the AMQP transport. @raise ConfigError."""
     environ = os.environ if environ is None else environ
-    for key in options:
-        if key not in KNOWN:
-            raise ConfigError(
-                source, f"transport.{key}",
-                f"unknown key for the amqp transport (known keys: {', '.join(sorted(KNOWN))})",
-            )
+    options = check_table(source, "transport", options, AMQP_KEYS)
     if ("url" in options) == ("urls" in options):
         raise ConfigError(source, "transport.url", "give url (one broker) or urls (a cluster), not both or neither")
     urls = options["urls"] if "urls" in options else [options["url"]]
@@ -149,17 +134,9 @@ def parse_amqp_settings(
         settings.username = user
     if password is not None:
         settings.password = password
-    for key, (kind, low) in _NUMBERS.items():
+    for key in _NUMBERS:
         if key in options:
-            value = options[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-                raise ConfigError(source, f"transport.{key}", f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-            if value < low:
-                raise ConfigError(source, f"transport.{key}", f"must be at least {low}, got {value}")
-            setattr(settings, key, kind(value))
-    for key in _STRINGS:
-        if key in options and not isinstance(options[key], str):
-            raise ConfigError(source, f"transport.{key}", f"must be a string, got {type(options[key]).__name__}")
+            setattr(settings, key, options[key])
     if "vhost" in options:
         settings.vhost = options["vhost"]
     if "username" in options:
@@ -169,14 +146,8 @@ def parse_amqp_settings(
         if name not in environ:
             raise ConfigError(source, "transport.password_env", f"environment variable {name} is not set")
         settings.password = environ[name]
-    if "client" in options:
-        if options["client"] not in CLIENTS:
-            raise ConfigError(source, "transport.client", f"must be one of {', '.join(map(repr, CLIENTS))}, got {options['client']!r}")
-        settings.client = options["client"]
-    if "queue_type" in options:
-        if options["queue_type"] not in QUEUE_TYPES:
-            raise ConfigError(source, "transport.queue_type", f"must be 'classic' or 'quorum', got {options['queue_type']!r}")
-        settings.queue_type = options["queue_type"]
+    settings.client = options.get("client", settings.client)
+    settings.queue_type = options.get("queue_type", settings.queue_type)
     base = os.path.dirname(os.path.abspath(source)) if source and not source.startswith("<") else os.getcwd()
     for key in ("ca_file", "cert_file", "key_file"):
         if key in options:
@@ -194,8 +165,6 @@ def parse_amqp_settings(
         path = options["txamqp_spec"]
         settings.txamqp_spec = path if os.path.isabs(path) else os.path.join(base, path)
     if settings.client == "txamqp":
-        from .txamqp_client import load_spec
-
         load_spec(settings.txamqp_spec, source)
     if (settings.cert_file is None) != (settings.key_file is None):
         raise ConfigError(source, "transport.cert_file", "cert_file and key_file go together")

@@ -11,7 +11,6 @@ txAMQP ships no spec XML: it reads RabbitMQ's extended AMQP 0-9-1 spec (which ha
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from typing import Any
 
@@ -23,17 +22,15 @@ from txamqp.content import Content
 from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
 
-from ...errors import ConfigError
 from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 from .txamqp_compat import UNDECODABLE, FixedClient, FixedCodec
+from .txamqp_spec import DEFAULT_SPEC, load_spec
 
 __all__ = ["DEFAULT_SPEC", "load_spec", "txamqp_factory", "TxConnection"]
 
 log = Logger()
 
-DEFAULT_SPEC = "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml"
-_specs: dict[str, Any] = {}
 
 _PROPERTY_NAMES = {
     "content_type": "content-type",
@@ -46,23 +43,6 @@ _PROPERTY_NAMES = {
     "reply_to": "reply-to",
     "headers": "headers",
 }
-
-
-def load_spec(path: str | None = None, source: str = "<config>") -> Any:
-    """The spec at C{path}; L{ConfigError} saying which package provides it if missing."""
-    path = path or DEFAULT_SPEC
-    if path not in _specs:
-        if not os.path.exists(path):
-            raise ConfigError(
-                source, "transport.txamqp_spec",
-                f"{path} does not exist: the txamqp client needs RabbitMQ's AMQP 0-9-1 spec, "
-                "from Debian's amqp-specs package (apt-get install amqp-specs), or set "
-                "txamqp_spec to its path",
-            )
-        import txamqp.spec
-
-        _specs[path] = txamqp.spec.load(path)
-    return _specs[path]
 
 
 def _to_content(body: bytes, props: Properties) -> Content:
