@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from .errors import ConfigError, ConfigProblems, InvalidSubscriptions
-from .passwords import is_password_hash
+from .passwords import is_password_hash, read_passwd_file
 
 
 __all__ = [
@@ -576,6 +576,11 @@ def _check_passwd_file(problems: _Problems, console: ConsoleConfig) -> None:
             key, f"{path} can be read by every user (mode {stat.filemode(mode)}), exposing "
             f"the hashes; chmod 600 {path} (or 640 for a group)"
         )
+    else:
+        try:
+            read_passwd_file(path)  # as the console will, so a bad line stops check-config too
+        except ConfigError as e:
+            problems.add(key, f"{path}: {e.key + ': ' if e.key else ''}{e.problem}")
 
 
 @dataclasses.dataclass

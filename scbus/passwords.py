@@ -16,7 +16,9 @@ import hmac
 import os
 from collections.abc import Callable
 
-__all__ = ["hash_password", "verify_password", "is_password_hash", "SCHEME"]
+from .errors import ConfigError
+
+__all__ = ["hash_password", "verify_password", "is_password_hash", "read_passwd_file", "SCHEME"]
 
 SCHEME = "scrypt"
 LOG2_N, BLOCK_SIZE, PARALLELISM = 14, 8, 5
@@ -110,3 +112,25 @@ def verify_password(password: str | bytes, stored: str | None) -> bool:
     if isinstance(password, str):
         password = password.encode("utf-8")
     return hmac.compare_digest(derive(password), expected) and known
+
+
+def read_passwd_file(path: str) -> dict[str, str]:
+    """C{user:hash} lines (passwd format; blank lines and C{#} comments ignored)."""
+    users: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read the console passwd file: {e.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, sep, stored = line.partition(":")
+        stored = stored.split(":", 1)[0]
+        if not sep or not user or not is_password_hash(stored):
+            raise ConfigError(
+                path, f"line {number}",
+                "expected 'user:HASH' with a hash from 'scbus hash-password'",
+            )
+        users[user] = stored
+    return users

@@ -16,34 +16,11 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..errors import ConfigError
-from ..passwords import is_password_hash, verify_password
+from ..passwords import read_passwd_file, verify_password  # read_passwd_file: kept importable here
 
 __all__ = ["MAX_LOGIN_ATTEMPTS", "LoginGuard", "PasswordHashChecker", "read_passwd_file"]
 
 log = Logger()
-
-
-def read_passwd_file(path: str) -> dict[str, str]:
-    """C{user:hash} lines (passwd format; blank lines and C{#} comments ignored)."""
-    users: dict[str, str] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ConfigError(path, None, f"cannot read the console passwd file: {e.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        user, sep, stored = line.partition(":")
-        stored = stored.split(":", 1)[0]
-        if not sep or not user or not is_password_hash(stored):
-            raise ConfigError(
-                path, f"line {number}",
-                "expected 'user:HASH' with a hash from 'scbus hash-password'",
-            )
-        users[user] = stored
-    return users
 
 
 @implementer(ICredentialsChecker)

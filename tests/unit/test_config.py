@@ -379,3 +379,13 @@ def test_checking_the_txamqp_spec_does_not_import_the_client():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_bad_line_in_the_passwd_file_is_found_by_check_config(app_modules):
+    passwd = app_modules / "console.passwd"
+    passwd.write_text(f"admin:{HASH}\nbob:plain-text\n")
+    passwd.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        load_and_build(write(app_modules, PASSWD))
+    assert info.value.key == "console.passwd_file"
+    assert info.value.problem == f"{passwd}: line 2: expected 'user:HASH' with a hash from 'scbus hash-password'"
