@@ -1,6 +1,6 @@
 """
 The AMQP transport's own CPU per message, with no broker: the bus over AMQPTransport with
-an in-memory client seam that confirms at once (the fake from the unit tests). What is
+an in-memory client seam that confirms at once (scbus.testing.amqp). What is
 left over the raw client loop in bench/amqp_throughput.py is roughly this.
 
     python -m bench.amqp_overhead [--messages 20000]
@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scbus import codec  # noqa: E402
 from scbus.transports.amqp.client import Properties, RawDelivery  # noqa: E402
-from tests.unit.test_amqp_transport_unit import FakeConnection, Order, fake_bus  # noqa: E402
+from scbus.testing.amqp import FakeConnection  # noqa: E402
+from tests.unit.test_amqp_transport_unit import Order, fake_bus  # noqa: E402
 
 
 def run(messages: int) -> float:

@@ -168,6 +168,8 @@ class ApplicationMessageBus:
         seconds, before reporting the error. The delivery stays in flight meanwhile.
     @param time_limit: seconds a handler may run; past it the call is an error (a
         coroutine or Deferred is cancelled; a thread's late result is ignored).
+    @param thread_pool: the pool a thread-pool app runs its handlers in, instead of one
+        of C{threads} threads of its own (tests pass L{scbus.testing.SynchronousThreadPool}).
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class ApplicationMessageBus:
         retry_delay: float = 1.0,
         retry_max_delay: float = 60.0,
         time_limit: float | None = None,
+        thread_pool: ThreadPool | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor  # noqa: PLC0415 - after twistd chose one
@@ -194,8 +197,8 @@ class ApplicationMessageBus:
         self.retry_max_delay = retry_max_delay
         self.time_limit = time_limit
         self._random = random.random
-        self._pool: ThreadPool | None = None
-        if threads:
+        self._pool: ThreadPool | None = thread_pool
+        if threads and thread_pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=f"scbus-{name}")
             self._pool.threadFactory = _daemon_thread
         #: Everything counted about this app; the main bus adds its delivery counts here.

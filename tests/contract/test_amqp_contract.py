@@ -3,10 +3,12 @@
 import pytest
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
+from scbus.transports.amqp.client import IAMQPChannel, IAMQPConnection, IAMQPConsumer
 
-from .transport_contract import TransportContract
+from .transport_contract import Note, TransportContract
 
 
 async def connected(transport, timeout=30.0):
@@ -54,6 +56,22 @@ class AMQPTransportContractTests(TransportContract, unittest.TestCase):
         transport = make_amqp_transport(self, self.rabbit.url)
         await connected(transport)
         return transport
+
+    async def test_the_client_objects_provide_the_seam(self):
+        # The transport speaks only the seam's interfaces: the client library's objects
+        # (and scbus.testing.amqp's fakes, in the unit tests) must provide all of them.
+        t = await self.start()
+        a = self.app("a")
+        await t.setup(a, [Note])
+        session = t._session
+        for interface, thing in (
+            (IAMQPConnection, session.connection),
+            (IAMQPChannel, session.topology),
+            (IAMQPChannel, session.publisher),
+            (IAMQPChannel, t._apps[a].channel),
+            (IAMQPConsumer, t._apps[a].consumer),
+        ):
+            self.assertTrue(verifyObject(interface, thing))
 
     def lose_consumers(self, transport, app_name):
         # What a dropped channel does: the broker takes back what was not acknowledged.

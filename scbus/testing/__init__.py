@@ -1,7 +1,9 @@
 """
 Helpers for testing your own apps: the real bus on the in-memory transport and a fake
 clock, so handlers, idle handlers and chains of apps run deterministically, with no
-reactor and no sleeping.
+reactor and no sleeping. Thread-pool apps too: their handlers run at once on a
+L{SynchronousThreadPool} and their results come back through the clock.
+L{scbus.testing.amqp} has an in-memory AMQP client, for transport authors.
 
     from scbus.testing import BusHarness
     from apps.clock import Tick, make_clock
@@ -23,12 +25,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from .appbus import ApplicationMessageBus
-from .mainbus import AppStatus, MainMessageBus
-from .message import AppErrorOccurredMessage, Message
-from .transports.local import LocalTransport
+from ..appbus import ApplicationMessageBus
+from ..mainbus import AppStatus, MainMessageBus
+from ..message import AppErrorOccurredMessage, Message
+from ..transports.local import LocalTransport
+from .threads import SynchronousThreadPool, ThreadClock
 
-__all__ = ["BusHarness", "result_of", "run_handler"]
+__all__ = ["BusHarness", "SynchronousThreadPool", "ThreadClock", "result_of", "run_handler"]
 
 M = TypeVar("M", bound=Message)
 
@@ -63,13 +66,14 @@ def run_handler(
 
 class BusHarness:
     """
-    Apps on a L{LocalTransport} driven by a L{Clock}.
+    Apps on a L{LocalTransport} driven by a L{ThreadClock}.
 
-    Thread-pool apps run their handlers inline here, so tests stay deterministic.
+    Thread-pool apps (C{threads=N}) run their handlers on a L{SynchronousThreadPool}:
+    at once, with the result handed back through the clock, so tests stay deterministic.
     """
 
     def __init__(self, *, max_message_size: int | None = None) -> None:
-        self.clock = Clock()
+        self.clock = ThreadClock()
         self.transport = LocalTransport(self.clock, max_message_size=max_message_size, record=True)
         self.bus = MainMessageBus("test", self.transport, reactor=self.clock, grace_period=0)
 
@@ -88,6 +92,8 @@ class BusHarness:
         retry_delay, time_limit, ...); retry delays pass on the fake clock.
         """
         subscriptions = builder(name, root_config or {}, config or {})
+        if options.get("threads") and "thread_pool" not in options:
+            options["thread_pool"] = SynchronousThreadPool(options["threads"], name=f"scbus-{name}")
         app = ApplicationMessageBus(name, subscriptions, reactor=self.clock, **options)
         self.bus.add_app(name, app, subscriptions, max_in_flight=max_in_flight)
         return app
