@@ -200,7 +200,7 @@ class ApplicationMessageBus:
         self._pool: ThreadPool | None = thread_pool
         if threads and thread_pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=f"scbus-{name}")
-            self._pool.threadFactory = _daemon_thread
+            self._pool.threadFactory = _daemon_thread  # type: ignore[assignment]  # a factory, as Thread is
         #: Everything counted about this app; the main bus adds its delivery counts here.
         self.counters = AppCounters()
         self._running_in_pool = 0
@@ -389,7 +389,10 @@ class ApplicationMessageBus:
                 app=self.name, what=message.wire_name, error=failure.getErrorMessage(),
                 next=attempt + 1, total=self.retries + 1, delay=delay,
             )
-            return deferLater(self._reactor, delay, self._run, handler, args, message, interval, attempt + 1)
+            retry: Deferred[Any] = deferLater(
+                self._reactor, delay, self._run, handler, args, message, interval, attempt + 1
+            )
+            return retry
         return self._failed(failure, captured, handler, message, interval, attempt)
 
     def _left_pool(self, result: Any) -> Any:
@@ -422,6 +425,7 @@ class ApplicationMessageBus:
         interval: timedelta | None,
         attempts: int = 1,
     ) -> list[Message]:
+        assert failure.type is not None  # a Failure always holds an exception
         error = failure.getErrorMessage() or failure.type.__name__
         error_type = failure.type.__qualname__
         if failure.type.__module__ not in ("builtins", __name__):

@@ -209,6 +209,7 @@ def embeddable(
         return envelope
     except Exception as e:
         problem = f"{type(e).__name__}: {e}"[:200]
+    type_name: str | None
     if isinstance(source, Message):
         type_name, message_id, correlation = source.wire_name, source.id, source.correlation_id
     else:

@@ -673,7 +673,7 @@ def load_builder(spec: str, source: str, key: str) -> Callable[..., Any]:
         raise ConfigError(
             source, key, f"importing {module_name!r} raised {type(e).__name__}: {e}"
         ) from None
-    builder = module
+    builder: Any = module
     for part in attr.split("."):
         builder = getattr(builder, part, None)
         if builder is None:

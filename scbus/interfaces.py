@@ -7,7 +7,15 @@ written here, so an in-memory transport and a broker behave alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from .message import Message
 
 __all__ = ["ITransport", "IDelivery", "ISetAside", "IReadyDeliveries", "IImmediateSend"]
 
@@ -25,16 +33,16 @@ class IDelivery(Interface):
     redelivered = Attribute("True when this message was delivered before and not acknowledged.")
     received_at = Attribute("Unix time the transport handed it over.")
 
-    def ack():
+    def ack() -> Deferred[None]:
         """
         Settle it as done. Answers a Deferred that fires once the transport has taken the
         acknowledgement (or failed if it could not: the message will come again).
         """
 
-    def release():
+    def release() -> Deferred[None]:
         """Give it back unacknowledged, to be delivered again. Answers a Deferred."""
 
-    def reject(code, reason):
+    def reject(code: str, reason: str) -> Deferred[None]:
         """
         Set it aside as dead-lettered with a reason (it decoded, but this app cannot take
         it: its type is not one the app subscribes to). Answers a Deferred.
@@ -56,14 +64,14 @@ class ISetAside(Interface):
 class ITransport(Interface):
     """Carries messages between apps, in memory or over a broker."""
 
-    def setup(app_name, message_types):
+    def setup(app_name: str, message_types: Iterable[type[Message]]) -> Deferred[None]:
         """
         Make C{app_name}'s queue receive every message whose class is, or derives from,
         one of C{message_types}. Idempotent. Answers a Deferred that fires when the
         subscriptions are in place.
         """
 
-    def send(message):
+    def send(message: Message) -> Deferred[None]:
         """
         Route C{message} to every subscribed app's queue, or to the unrouted store when no
         app subscribes. Answers a Deferred that fires once the message is safe (queued, or
@@ -71,47 +79,47 @@ class ITransport(Interface):
         be encoded or L{scbus.errors.TransportError} when it cannot be sent.
         """
 
-    def publish_raw(body, type_name=None):
+    def publish_raw(body: bytes, type_name: str | None = None) -> Deferred[None]:
         """
         Send bytes from outside scbus (a console replay, another language). A body that
         cannot be decoded is dead-lettered, not raised. Answers a Deferred.
         """
 
-    def retrieve(app_name):
+    def retrieve(app_name: str) -> Deferred[Any]:
         """
         Answers a Deferred that fires with the next L{IDelivery} for C{app_name}. Cancelling
         it withdraws the request without losing a message.
         """
 
-    def queue_depth(app_name):
+    def queue_depth(app_name: str) -> Deferred[int]:
         """
         Answers a Deferred firing with the number of messages ready in the app's queue
         (on a broker: what C{rabbitmqctl list_queues messages_ready} shows).
         """
 
-    def buffered(app_name):
+    def buffered(app_name: str) -> int:
         """Messages this process has received for the app (prefetch) and not handed over."""
 
-    def serve_control(handler):
+    def serve_control(handler: Callable[[dict[str, Any]], Deferred[dict[str, Any] | None]]) -> None:
         """
         Answer control requests (dicts) with C{handler(request)}, which returns a Deferred
         of a dict, or of None for "not for me". Requests arrive on a path that never waits
         behind app queues.
         """
 
-    def ask(request, timeout):
+    def ask(request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
         """
         Send a control request to every live bus process (this one included) and answer a
         Deferred firing, after C{timeout} seconds, with the list of their answers.
         """
 
-    def set_aside(kind):
+    def set_aside(kind: str) -> Deferred[list[Any]]:
         """
         Answers a Deferred firing with a list of L{ISetAside}: C{kind} is C{"unrouted"} or
         C{"dead"} (undecodable or refused bodies).
         """
 
-    def replay(kind, entry_id):
+    def replay(kind: str, entry_id: str) -> Deferred[bool]:
         """
         Publish a set-aside message again (after an app subscribed to it, or after the code
         that decodes it was deployed) and drop it from the store. Answers a Deferred firing
@@ -126,7 +134,7 @@ class IReadyDeliveries(Interface):
     transport without it is driven by L{ITransport.retrieve} alone.
     """
 
-    def take_ready(app_name):
+    def take_ready(app_name: str) -> IDelivery | None:
         """
         The next L{IDelivery} for C{app_name} if one can be handed over now, without
         passing one that an earlier L{ITransport.retrieve} still waits for; else None.
@@ -139,7 +147,7 @@ class IImmediateSend(Interface):
     returns (in memory) lets the bus settle a delivery without a Deferred per send.
     """
 
-    def send_now(message):
+    def send_now(message: Message) -> None:
         """
         L{ITransport.send}, done by the time it returns. Raises
         L{scbus.errors.EncodeError} when the message cannot be encoded and

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import protocol
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -24,7 +24,7 @@ class Listener(service.Service):
     listens before it runs the reactor) the process exits with status 2.
     """
 
-    def __init__(self, key: str, port: int, interface: str, factory: protocol.ServerFactory, reactor: Any) -> None:
+    def __init__(self, key: str, port: int, interface: str, factory: IProtocolFactory, reactor: Any) -> None:
         self.key = key
         self.port = port
         self.interface = interface

@@ -15,7 +15,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import provider
 
 __all__ = ["CapturedLog", "run_capturing", "install", "MAX_RECORDS"]
 
@@ -81,6 +82,7 @@ class _StdlibCapture(logging.Handler):
         )
 
 
+@provider(ILogObserver)
 def _twisted_observer(event: dict[str, Any]) -> None:
     captured = _current.get()
     if captured is None or event.get(FROM_STDLIB):

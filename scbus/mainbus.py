@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, FirstError, fail, gatherResults, succeed
@@ -424,7 +424,7 @@ class MainMessageBus(Service):
     def _notify(self, app: _App, delivery: IDelivery | None, messages: list[Message]) -> None:
         handling = queued = None
         started = app.in_flight.get(delivery) if delivery is not None else None
-        if started is not None:
+        if started is not None and delivery is not None:
             handling = max(0.0, self._reactor.seconds() - started)
             queued = max(0.0, started - delivery.message.created_at)
         for observer in self.observers:
@@ -492,7 +492,7 @@ class MainMessageBus(Service):
         self, failure: Failure, app: _App, delivery: IDelivery
     ) -> Deferred[Any] | None:
         if failure.check(FirstError):
-            failure = failure.value.subFailure
+            failure = cast(FirstError, failure.value).subFailure
         if failure.check(_Abandoned):
             return None
         if failure.check(_UnexpectedType):
@@ -510,7 +510,7 @@ class MainMessageBus(Service):
         # Anything else (an error report that could not be built or encoded, a bug) would
         # fail the same way on every delivery: set aside, with its body, not released.
         app.counters.rejected += 1
-        error = f"{failure.type.__name__}: {failure.getErrorMessage()}"[:500]
+        error = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"[:500]
         where = failure.frames[-1] if failure.frames else None
         log.error(
             "{app}: could not finish handling {type} {id} ({error}, at {where}); "
@@ -563,7 +563,7 @@ class MainMessageBus(Service):
             return
         interval = max(0.25, min(10.0, min(limits) / 4))
         if self._stuck_watch.running:
-            if self._stuck_watch.interval <= interval:
+            if self._stuck_watch.interval is not None and self._stuck_watch.interval <= interval:
                 return
             self._stuck_watch.stop()
         self._stuck_watch.start(interval, now=False).addErrback(
@@ -578,7 +578,7 @@ class MainMessageBus(Service):
                 continue
             oldest = min(app.in_flight.items(), key=lambda item: item[1], default=None)
             age = None if oldest is None else now - oldest[1]
-            if age is not None and age > app.stuck_after:
+            if oldest is not None and age is not None and age > app.stuck_after:
                 if not app.stuck:
                     app.stuck = True
                     message = oldest[0].message

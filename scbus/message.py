@@ -289,13 +289,14 @@ def _plan(cls: type[Message]) -> _Plan:
     plan = cls.__dict__.get("_scbus_plan")
     if plan is None:
         plan = _Plan(cls)
-        cls._scbus_plan = plan
+        setattr(cls, "_scbus_plan", plan)  # noqa: B010 - per class, not inherited
     return plan
 
 
 # --- the base class -------------------------------------------------------------------
 
 
+@typing.dataclass_transform(kw_only_default=True, field_specifiers=(dataclasses.field,))
 @dataclasses.dataclass(kw_only=True)
 class Message:
     """
@@ -441,7 +442,7 @@ def _defaults(cls: type[Message]) -> dict[str, Callable[[], Any]]:
                 cached[f.name] = lambda v=f.default: v
             elif f.default_factory is not dataclasses.MISSING:
                 cached[f.name] = f.default_factory
-        cls._scbus_defaults = cached
+        setattr(cls, "_scbus_defaults", cached)  # noqa: B010 - per class, not inherited
     return cached
 
 

@@ -20,7 +20,7 @@ def pause_everywhere(bus: Any, app: str, paused: bool, timeout: float = 2.0) -> 
         return fail(KeyError(f"no app named {app!r}; apps: {', '.join(sorted(bus.app_names()))}"))
     transport = bus.transport
     mark = getattr(transport, "mark_paused", None)  # in memory there is one process
-    d = mark(app, paused) if mark is not None else succeed(None)
+    d: Deferred[Any] = mark(app, paused) if mark is not None else succeed(None)
     d.addCallback(lambda _: transport.ask({"op": "pause" if paused else "resume", "app": app}, timeout))
     return d.addCallback(lambda answers: summary(app, paused, answers, marked=mark is not None))
 

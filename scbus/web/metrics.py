@@ -117,12 +117,12 @@ class _SnapshotCollector:
             ("scbus_app_paused", "1 when the app is paused in this process.", "paused"),
         ]
         for name, doc, key in gauges:
-            family = GaugeMetricFamily(name, doc, labels=["app"])
+            gauge = GaugeMetricFamily(name, doc, labels=["app"])
             for s in apps:
                 value = s.get(key)
                 if value is not None:
-                    family.add_metric([s["name"]], float(value))
-            yield family
+                    gauge.add_metric([s["name"]], float(value))
+            yield gauge
         set_aside = CounterMetricFamily(
             "scbus_messages_set_aside",
             "Set-aside messages this process has seen in the holding areas (each counted once).",

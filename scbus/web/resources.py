@@ -104,7 +104,7 @@ class BusWeb(Resource):
     # --- plumbing -------------------------------------------------------------------------
 
     def render(self, request: Request) -> Any:
-        path = [p.decode("utf-8", "replace") for p in request.postpath]
+        path = [p.decode("utf-8", "replace") for p in request.postpath or []]
         method = b"GET" if request.method == b"HEAD" else request.method  # twisted.web drops the body
         try:
             handler, args = self._route(method, path)

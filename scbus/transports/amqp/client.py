@@ -9,9 +9,12 @@ when the channel or connection closes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 __all__ = [
     "reason_text",
@@ -91,16 +94,16 @@ def property_error_text(error: BaseException) -> str:
 
 
 class IAMQPConnection(Interface):
-    def when_lost():
+    def when_lost() -> Deferred[Exception]:
         """A new Deferred that fires, with the reason (an exception), when the connection is gone."""
 
     is_open = Attribute("True while the connection can open channels.")
     last_received = Attribute("Reactor time at which data last arrived from the broker.")
 
-    def channel():
+    def channel() -> Deferred[Any]:
         """Open a channel. Answers a Deferred of an L{IAMQPChannel}."""
 
-    def close():
+    def close() -> Deferred[Any]:
         """Close the connection. Answers a Deferred."""
 
 
@@ -108,13 +111,13 @@ class IAMQPConsumer(Interface):
     tag = Attribute("The consumer tag.")
     buffered = Attribute("How many deliveries arrived (prefetch) and wait for get().")
 
-    def get():
+    def get() -> Deferred[RawDelivery]:
         """
         Answers a cancellable Deferred of the next L{RawDelivery}; fails when the channel
         closes or the broker cancels the consumer.
         """
 
-    def cancel():
+    def cancel() -> Deferred[list[RawDelivery]]:
         """
         Ask the broker to send no more (basic.cancel). Answers a Deferred firing, once it
         agreed, with the deliveries that arrived and were not taken by get(): they stay
@@ -126,40 +129,51 @@ class IAMQPChannel(Interface):
     is_open = Attribute("True until the channel closes.")
     closed = Attribute("A Deferred that fires (with the reason) when the channel closes.")
 
-    def confirm():
+    def confirm() -> Deferred[None]:
         """Turn on publisher confirms. Answers a Deferred."""
 
-    def exchange_declare(name, kind, durable=True, arguments=None):
+    def exchange_declare(
+        name: str, kind: str, durable: bool = True, arguments: dict[str, Any] | None = None
+    ) -> Deferred[None]:
         """Answers a Deferred."""
 
-    def queue_declare(name, durable=True, exclusive=False, auto_delete=False, arguments=None, passive=False):
+    def queue_declare(
+        name: str,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        passive: bool = False,
+    ) -> Deferred[int]:
         """Answers a Deferred firing with the queue's message count."""
 
-    def queue_bind(queue, exchange, routing_key=""):
+    def queue_bind(queue: str, exchange: str, routing_key: str = "") -> Deferred[None]:
         """Answers a Deferred."""
 
-    def qos(prefetch_count):
+    def qos(prefetch_count: int) -> Deferred[None]:
         """Answers a Deferred."""
 
-    def consume(queue, exclusive=False):
+    def consume(queue: str, exclusive: bool = False) -> Deferred[Any]:
         """Answers a Deferred of an L{IAMQPConsumer}."""
 
-    def publish(exchange, routing_key, body, properties, mandatory=False):
+    def publish(
+        exchange: str, routing_key: str, body: bytes, properties: Any, mandatory: bool = False
+    ) -> Deferred[None]:
         """
         Answers a Deferred that fires when the broker confirmed the message (on a channel
         with confirms), and fails with L{PublishRefused} or L{PublishReturned}.
         """
 
-    def get(queue):
+    def get(queue: str) -> Deferred[RawDelivery | None]:
         """basic.get: answers a Deferred of a L{RawDelivery}, or None when the queue is empty."""
 
-    def ack(delivery_tag, multiple=False):
+    def ack(delivery_tag: int, multiple: bool = False) -> None:
         """Acknowledge (no answer: AMQP does not confirm acks)."""
 
-    def nack(delivery_tag, requeue=True):
+    def nack(delivery_tag: int, requeue: bool = True) -> None:
         """Give a delivery back (requeue) or dead-letter it (no requeue)."""
 
-    def close():
+    def close() -> Deferred[Any]:
         """Close the channel; unacknowledged deliveries go back to their queues."""
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ... import codec
 from ...control import CONTROL_EXCHANGE
@@ -27,6 +29,15 @@ log = Logger()
 
 class ControlPlane:
     """Mixed into AMQPTransport: serve_control() and ask()."""
+
+    if TYPE_CHECKING:  # what it uses of AMQPTransport
+        _reactor: IReactorTime
+        _session: Any
+        _asks: dict[str, list[dict[str, Any]]]
+        _process_id: str
+
+        def _usable(self, session: Any) -> bool: ...
+        def _session_broken(self, failure: Failure, session: Any) -> None: ...
 
     def serve_control(self, handler: Any) -> None:
         self._control = handler
@@ -87,7 +98,7 @@ class ControlPlane:
         correlation_id = raw.properties.correlation_id
         collected = self._asks.get(correlation_id) if isinstance(correlation_id, str) else None
         answer = _json_object(raw.body) if collected is not None else None
-        if answer is not None:
+        if answer is not None and collected is not None:
             collected.append(answer)
 
     def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:

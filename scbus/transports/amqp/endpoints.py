@@ -42,7 +42,9 @@ class RoundRobinEndpoint:
 def broker_endpoint(settings: AMQPSettings, reactor: Any) -> RoundRobinEndpoint:
     endpoints = []
     for address in settings.addresses:
-        endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=settings.connect_timeout)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            reactor, address.host, address.port, timeout=settings.connect_timeout
+        )
         if address.tls:
             endpoint = wrapClientTLS(_tls_options(settings, address.host), endpoint)
         endpoints.append(endpoint)
@@ -60,7 +62,7 @@ def _tls_options(settings: AMQPSettings, host: str) -> Any:
     if settings.ca_file:
         with open(settings.ca_file) as f:
             trust = ssl.trustRootFromCertificates(
-                [ssl.Certificate.loadPEM(pem) for pem in pem_certificates(f.read(), settings.ca_file)]
+                [ssl.Certificate.loadPEM(pem.encode("ascii")) for pem in pem_certificates(f.read(), settings.ca_file)]
             )
     return ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client_cert)
 

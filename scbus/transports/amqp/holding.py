@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -17,11 +17,14 @@ from twisted.python.failure import Failure
 
 from ... import codec
 from ...errors import EncodeError, NotRunning, TransportError
-from ...message import AppErrorOccurredMessage
+from ...message import AppErrorOccurredMessage, Message
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
-from .client import IAMQPChannel, RawDelivery, persistent_copy
+from .client import IAMQPChannel, Properties, RawDelivery, persistent_copy
 from .readloop import acknowledger, read_loop
+
+if TYPE_CHECKING:
+    from .settings import AMQPSettings
 
 __all__ = ["HoldingAreas", "SET_ASIDE_LIMIT"]
 
@@ -33,6 +36,17 @@ SET_ASIDE_LIMIT = 500
 
 class HoldingAreas:
     """Mixed into AMQPTransport."""
+
+    if TYPE_CHECKING:  # what it uses of AMQPTransport
+        settings: AMQPSettings
+        _session: Any
+
+        def send(self, message: Message) -> Deferred[None]: ...
+        def _outgoing(
+            self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None
+        ) -> Any: ...
+        def _send_outgoing(self, out: Any) -> Deferred[None]: ...
+        async def _count_on_fresh_channel(self, session: Any, queue: str) -> int: ...
 
     async def _declare_holding_areas(self, session: Any) -> None:
         """
@@ -204,6 +218,8 @@ def _read_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
     headers = raw.properties.headers if isinstance(raw.properties.headers, dict) else {}
     type_name = headers.get(topology.TYPE_HEADER) or raw.properties.type or codec.peek_type(raw.body)
     app_name = headers.get(topology.APP_HEADER)
+    code: str | None
+    reason: str | None
     if kind == UNROUTED:
         code, reason = UNROUTED, f"no app subscribes to {type_name}"
     else:

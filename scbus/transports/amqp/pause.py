@@ -83,7 +83,8 @@ class AppPauses:
         """Read every app's mark again (once the control channel listens)."""
         for name in app_names:
             Deferred.fromCoroutine(self.read_mark(connection, name)).addErrback(
-                lambda f, n=name: log.warn("{app}: could not read its pause mark ({error})", app=n, error=f.getErrorMessage())
+                lambda f, n: log.warn("{app}: could not read its pause mark ({error})", app=n, error=f.getErrorMessage()),
+                name,
             )
 
     def _note(self, app_name: str, marked: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -113,7 +114,7 @@ def parse_amqp_settings(
     environ: dict[str, str] | None = None, max_nesting: int = DEFAULT_MAX_NESTING,
 ) -> AMQPSettings:
     """Check the [transport] keys of the AMQP transport. @raise ConfigError."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     options = check_table(source, "transport", options, AMQP_KEYS)
     if ("url" in options) == ("urls" in options):
         raise ConfigError(source, "transport.url", "give url (one broker) or urls (a cluster), not both or neither")
@@ -143,9 +144,9 @@ def parse_amqp_settings(
         settings.username = options["username"]
     if "password_env" in options:
         name = options["password_env"]
-        if name not in environ:
+        if name not in env:
             raise ConfigError(source, "transport.password_env", f"environment variable {name} is not set")
-        settings.password = environ[name]
+        settings.password = env[name]
     settings.client = options.get("client", settings.client)
     settings.queue_type = options.get("queue_type", settings.queue_type)
     base = os.path.dirname(os.path.abspath(source)) if source and not source.startswith("<") else os.getcwd()

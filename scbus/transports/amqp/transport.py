@@ -134,6 +134,7 @@ class _App:
 
 class _Outgoing:
     __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d", "deadline")
+    deadline: float  # set when it is published
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None) -> None:
         self.exchange = exchange
