@@ -13,16 +13,13 @@ the cases it failed on rather than a shrunk one.
 
 from __future__ import annotations
 
-import json
-import struct
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
@@ -33,7 +30,7 @@ from scbus.mainbus import MainMessageBus
 from scbus.message import Message
 
 from ..contract.test_amqp_contract import connected, make_amqp_transport
-from .hostile import FIELD_TYPES, HostileProducer, Raw, array, nested_table, shortstr, table
+from .hostile import FIELD_TYPES, HostileProducer, Raw, array, nested_table, table
 from .amqp_client import eventually
 
 #: Cases per client: the batch runs in a few seconds on a loaded machine.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from scbus.message import AppErrorOccurredMessage, Message

@@ -182,7 +182,7 @@ def test_idle_handlers_run_in_one_process_and_move_when_it_dies_or_stops(rabbit,
     # Each interval ran once: the holder ran one tick per interval it held the lease (the
     # first one interval after taking over), and no other process ran one, give or take
     # one around each take-over.
-    for holder, expected, mine, others in counts:
+    for _holder, expected, mine, others in counts:
         assert abs(mine - expected) <= 2, counts
         assert others <= 1, counts
     woke = [t for t in ticks if t["pid"] == second.process.pid and t["at"] >= stopped_wall]

@@ -20,7 +20,7 @@ import pytest
 from scbus.passwords import hash_password
 
 from ..telnet import TelnetSession, TerminalTelnet
-from .conftest import ROOT, free_port, twistd_command
+from .conftest import ROOT, twistd_command
 from .test_console import PASSWORD, Console, assert_clean, start_bus
 
 TELNET = shutil.which("telnet")

@@ -21,7 +21,6 @@ from scbus.message import (
 from scbus.testing import result_of
 
 from ..helpers import ThreadedClock
-from .test_mainbus import logged  # noqa: F401 - a fixture
 
 stdlib_log = logging.getLogger("tests.appbus")
 twisted_log = Logger(namespace="tests.appbus")

@@ -39,7 +39,7 @@ def test_credentials_never_appear():
 
 def test_a_failure_carries_its_traceback():
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         failure = Failure()
     event = {"log_format": "boom", "log_level": LogLevel.critical, "log_namespace": "x", "log_time": 0, "log_failure": failure}

@@ -7,7 +7,7 @@ from zope.interface import implementer_only
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from scbus import codec
 from scbus.appbus import ApplicationMessageBus
@@ -405,16 +405,6 @@ def test_the_service_tree_stops_the_transport_and_listeners_after_the_bus_draine
     assert sorted(m.n for m in w.of(Done)) == [1, 2]  # sent while draining
     assert w.transport.unacked("slow") == 0  # and acknowledged: nothing comes back
     assert result_of(w.transport.queue_depth("slow")) == 0
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield lambda level=None: [
-        formatEvent(e) for e in events if level is None or e.get("log_level") == LogLevel.levelWithName(level)
-    ]
-    globalLogPublisher.removeObserver(events.append)
 
 
 def _deep_body(depth):

@@ -3,7 +3,7 @@ Pausing: a paused app's prefetched deliveries go back to the broker, a pause kep
 broker pauses a process as it starts, and the control plane pauses every process.
 """
 
-from twisted.internet.defer import Deferred, DeferredQueue, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from scbus import codec

@@ -6,7 +6,6 @@ through chromedriver, against a real twistd running the example apps.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 
 import pytest
