@@ -19,7 +19,8 @@ setup(
         "ssh": ["Twisted[conch]>=24.7"],
         "tls": ["Twisted[tls]>=24.7"],
         "txamqp": ["txAMQP==0.8.2"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "Twisted[tls,conch]>=24.7", "txAMQP==0.8.2", "selenium>=4.10", "jsonschema>=4.18"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "Twisted[tls,conch]>=24.7", "txAMQP==0.8.2", "selenium>=4.10", "jsonschema>=4.18",
+                 "mypy>=1.10", "mypy-zope>=1.0.5", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["scbus = scbus.cli:main"]},
     classifiers=[
