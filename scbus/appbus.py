@@ -16,9 +16,10 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -36,6 +37,7 @@ from .message import (
     HeartbeatResponseMessage,
     Message,
 )
+from .reactors import running_reactor
 
 __all__ = ["ApplicationMessageBus", "Handler", "Subscriptions", "check_subscriptions"]
 
@@ -178,7 +180,7 @@ class ApplicationMessageBus:
         subscriptions: Subscriptions,
         *,
         threads: int = 0,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_max_delay: float = 60.0,
@@ -186,7 +188,7 @@ class ApplicationMessageBus:
         thread_pool: ThreadPool | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415 - after twistd chose one
+            reactor = running_reactor()
         self.name = name
         self._reactor = reactor
         self._handlers, self._idle = check_subscriptions(name, subscriptions)
@@ -334,7 +336,7 @@ class ApplicationMessageBus:
         if self._pool is not None:
             self._running_in_pool += 1
             d = deferToThreadPool(
-                self._reactor, self._pool, run_capturing, captured, self._call_threaded, handler, args
+                cast(IReactorFromThreads, self._reactor), self._pool, run_capturing, captured, self._call_threaded, handler, args
             )
             d.addBoth(self._left_pool)
         else:

@@ -32,6 +32,7 @@ from . import codec
 from .broker_connection import BrokerUnreachable, connect_blocking
 from .errors import EncodeError
 from .message import Message
+from .reactors import IBusReactor, running_reactor
 from .transports.amqp import topology
 from .transports.amqp.client import Properties, PublishRefused, PublishReturned
 from .transports.amqp.settings import AMQPSettings, parse_amqp_settings
@@ -202,11 +203,11 @@ class TwistedPublisher:
         url: str | None = None,
         *,
         settings: AMQPSettings | None = None,
-        reactor: Any = None,
+        reactor: IBusReactor | None = None,
         connection_name: str = "scbus publisher",
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
+            reactor = running_reactor()
         self.settings = _settings(url, settings)
         self._reactor = reactor
         self._name = connection_name

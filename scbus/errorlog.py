@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 __all__ = ["ErrorLogLimiter", "format_traceback"]
@@ -47,7 +48,7 @@ class ErrorLogLimiter:
     """Decides which handler errors get a full log entry; reports what it held back."""
 
     def __init__(
-        self, clock: Any, *, per_window: int = ENTRIES_PER_WINDOW, window: float = WINDOW
+        self, clock: IReactorTime, *, per_window: int = ENTRIES_PER_WINDOW, window: float = WINDOW
     ) -> None:
         self._clock = clock
         self.per_window = per_window

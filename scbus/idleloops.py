@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -28,7 +29,7 @@ class IdleLoops:
         app_name: str,
         intervals: Iterable[timedelta],
         run: Callable[[timedelta], Any],
-        clock: Any,
+        clock: IReactorTime,
         mode: str = "one",
     ) -> None:
         if mode not in IDLE_MODES:

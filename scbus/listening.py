@@ -4,12 +4,13 @@ Listening on a TCP port from the config, with one clear line when the port canno
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IReactorTCP
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 __all__ = ["Listener"]
@@ -24,7 +25,7 @@ class Listener(service.Service):
     listens before it runs the reactor) the process exits with status 2.
     """
 
-    def __init__(self, key: str, port: int, interface: str, factory: IProtocolFactory, reactor: Any) -> None:
+    def __init__(self, key: str, port: int, interface: str, factory: IProtocolFactory, reactor: IReactorTCP) -> None:
         self.key = key
         self.port = port
         self.interface = interface
@@ -44,7 +45,9 @@ class Listener(service.Service):
 
     def _listen(self) -> bool:
         try:
-            self._listening = self._reactor.listenTCP(self.port, self.factory, interface=self.interface)
+            # IReactorTCP's stub asks for a ServerFactory; any IProtocolFactory listens.
+            factory = cast(ServerFactory, self.factory)
+            self._listening = self._reactor.listenTCP(self.port, factory, interface=self.interface)
         except CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
             log.error(

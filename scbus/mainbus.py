@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, FirstError, fail, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,6 +27,7 @@ from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
 from .interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
 from .message import Message
+from .reactors import running_reactor
 
 __all__ = ["MainMessageBus", "AppStatus"]
 
@@ -102,11 +104,11 @@ class MainMessageBus(Service):
         name: str,
         transport: ITransport,
         *,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         grace_period: float = 10.0,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
+            reactor = running_reactor()
         self.setName(name)
         self.transport = transport
         ready = IReadyDeliveries(transport, None)

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from .config import Config, app_bus_options, load_and_build
 from .errors import ConfigError
+from .reactors import IBusReactor
 from .servicetree import BusServiceTree
 
 __all__ = ["Options", "makeService", "make_bus_service"]
@@ -41,7 +42,7 @@ class Options(usage.Options):
         self.loaded = (loaded.config, loaded.subscriptions)
 
 
-def make_transport(config: Config, reactor: Any = None) -> Any:
+def make_transport(config: Config, reactor: IBusReactor | None = None) -> Any:
     """The transport the config names."""
     if config.transport.type == "local":
         from .transports.local import LocalTransport
@@ -60,7 +61,7 @@ def make_transport(config: Config, reactor: Any = None) -> Any:
 
 
 def make_bus_service(
-    config: Config, subscriptions: dict[str, Any], reactor: Any = None
+    config: Config, subscriptions: dict[str, Any], reactor: IBusReactor | None = None
 ) -> BusServiceTree:
     """
     Transport, main bus and console in one service, started in that order; on stop the

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -86,7 +86,7 @@ class LoginGuard:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         delay: float = LOGIN_DELAY,
         max_delay: float = LOGIN_DELAY_MAX,
         forget_after: float = LOGIN_FORGET_AFTER,

@@ -6,7 +6,6 @@ The console's ports, as one service under the bus: which listeners the config as
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -15,6 +14,7 @@ from ..config import ConsoleConfig
 from ..errors import ConfigError
 from ..listening import Listener
 from ..mainbus import MainMessageBus
+from ..reactors import IBusReactor, running_reactor
 from .auth import PasswordHashChecker, read_passwd_file
 from .namespace import make_namespace
 from .telnet import telnet_factory
@@ -24,10 +24,10 @@ __all__ = ["Listener", "make_console_service"]
 log = Logger()
 
 
-def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: Any = None) -> service.MultiService:
+def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: IBusReactor | None = None) -> service.MultiService:
     """The console listeners the config asks for, as one service."""
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = running_reactor()
     console = service.MultiService()
     console.setName("console")
     users = dict(config.users)

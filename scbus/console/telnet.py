@@ -14,6 +14,7 @@ from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import protocol
 from twisted.internet.error import ConnectionClosed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -43,7 +44,7 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
 
     transport: Any  # Twisted types it as an optional ITransport; here it is set and richer
 
-    def __init__(self, the_portal: portal.Portal, guard: LoginGuard, clock: Any, max_attempts: int) -> None:
+    def __init__(self, the_portal: portal.Portal, guard: LoginGuard, clock: IReactorTime, max_attempts: int) -> None:
         super().__init__(the_portal)
         self._guard = guard
         self._clock = clock
@@ -208,7 +209,7 @@ class _TelnetRealm:
 
 
 def telnet_factory(
-    namespace: dict[str, Any], checker: ICredentialsChecker, clock: Any, max_attempts: int = MAX_LOGIN_ATTEMPTS
+    namespace: dict[str, Any], checker: ICredentialsChecker, clock: IReactorTime, max_attempts: int = MAX_LOGIN_ATTEMPTS
 ) -> protocol.ServerFactory:
     the_portal = portal.Portal(_TelnetRealm(namespace), [checker])
     guard = LoginGuard(clock)

@@ -11,13 +11,14 @@ C{connection.consuming("scbus.app.NAME").deliveries.put(raw)}, then C{clock.adva
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from .. import codec
+from ..reactors import IBusReactor
 from ..transports.amqp import AMQPTransport, parse_amqp_settings
 from ..transports.amqp.client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, RawDelivery
 
@@ -142,7 +143,9 @@ def connected_transport(
     connection: FakeConnection, clock: IReactorTime, settings: dict[str, Any] | None = None
 ) -> AMQPTransport:
     """An L{AMQPTransport} whose session is open on C{connection}, as after connecting."""
-    transport = AMQPTransport(parse_amqp_settings({"url": "amqp://in-memory", **(settings or {})}), clock)
+    # It never connects (the session is opened on the fake), so time is all it uses.
+    reactor = cast(IBusReactor, clock)
+    transport = AMQPTransport(parse_amqp_settings({"url": "amqp://in-memory", **(settings or {})}), reactor)
     transport.running = True
     opened = Deferred.fromCoroutine(transport._open_session(connection))
     if not opened.called or not transport.connected:

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -23,6 +24,7 @@ from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
 from ..interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
 from ..message import HeartbeatResponseMessage, Message, lookup
+from ..reactors import running_reactor
 from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
 
 __all__ = ["LocalTransport", "LocalDelivery"]
@@ -95,7 +97,7 @@ class LocalTransport(Service):
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         *,
         max_message_size: int | None = None,
         max_nesting: int = codec.DEFAULT_MAX_NESTING,
@@ -103,7 +105,7 @@ class LocalTransport(Service):
         record: bool = False,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
+            reactor = running_reactor()
         self._reactor = reactor
         self._queues: dict[str, _Queue] = {}
         self._routes: dict[type[Message], tuple[_Queue, ...]] = {}

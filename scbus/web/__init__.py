@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from ..listening import Listener
+from ..reactors import IBusReactor, running_reactor
 from .history import History
 from .resources import BusWeb
 
@@ -66,11 +67,11 @@ def make_http_service(
     *,
     max_message_size: int | None = None,
     expected: dict[str, int] | None = None,
-    reactor: Any = None,
+    reactor: IBusReactor | None = None,
 ) -> service.MultiService:
     """The listener and the status page's sampler, as one service."""
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = running_reactor()
     top = service.MultiService()
     top.setName("http")
     history = History(bus)

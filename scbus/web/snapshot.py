@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..control import assess
@@ -65,7 +66,7 @@ class SetAsideListings:
     seconds, plus scrapes, should not do that each time.
     """
 
-    def __init__(self, transport: Any, clock: Any, max_age: float = 5.0) -> None:
+    def __init__(self, transport: Any, clock: IReactorTime, max_age: float = 5.0) -> None:
         self.transport = transport
         self.clock = clock
         self.max_age = max_age

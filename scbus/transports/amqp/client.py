@@ -15,6 +15,7 @@ from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorTime
 
 __all__ = [
     "reason_text",
@@ -191,7 +192,7 @@ class ConnectionWatch:
     gets its own Deferred.
     """
 
-    def _watch_start(self, clock: Any) -> None:
+    def _watch_start(self, clock: IReactorTime) -> None:
         self._watch_clock = clock
         self.last_received = clock.seconds()
         self._lost_reason: Exception | None = None

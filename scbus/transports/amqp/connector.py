@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -34,7 +35,7 @@ class Reconnector:
         endpoint: Any,
         factory: Any,
         on_connect: Callable[[Any], Any],
-        clock: Any,
+        clock: IReactorTime,
         *,
         initial_delay: float = 0.5,
         max_delay: float = 30.0,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import deferLater
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -21,6 +20,9 @@ from ...control import CONTROL_EXCHANGE
 from ...errors import TransportError
 from .client import IAMQPChannel, Properties, RawDelivery, reason_text
 from .readloop import acknowledger, read_loop
+
+if TYPE_CHECKING:
+    from ...reactors import IBusReactor
 
 __all__ = ["ControlPlane"]
 
@@ -31,7 +33,7 @@ class ControlPlane:
     """Mixed into AMQPTransport: serve_control() and ask()."""
 
     if TYPE_CHECKING:  # what it uses of AMQPTransport
-        _reactor: IReactorTime
+        _reactor: IBusReactor
         _session: Any
         _asks: dict[str, list[dict[str, Any]]]
         _process_id: str

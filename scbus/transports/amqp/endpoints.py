@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ...reactors import IBusReactor
 from .settings import AMQPSettings, pem_certificates
 
 __all__ = ["broker_endpoint"]
@@ -39,7 +40,7 @@ class RoundRobinEndpoint:
         return f"<brokers {', '.join(self._names)}>"
 
 
-def broker_endpoint(settings: AMQPSettings, reactor: Any) -> RoundRobinEndpoint:
+def broker_endpoint(settings: AMQPSettings, reactor: IBusReactor) -> RoundRobinEndpoint:
     endpoints = []
     for address in settings.addresses:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(

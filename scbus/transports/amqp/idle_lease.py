@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -172,7 +173,7 @@ class IdleLease:
 class IdleLeases:
     """The idle leases of one process, claimed again on every new connection."""
 
-    def __init__(self, clock: Any, heartbeat: float, queue_type: str = "classic") -> None:
+    def __init__(self, clock: IReactorTime, heartbeat: float, queue_type: str = "classic") -> None:
         self.clock = clock
         self.heartbeat = heartbeat
         self.queue_type = queue_type

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from ...reactors import IBusReactor
 from .client import (
     ConnectionWatch,
     IAMQPChannel,
@@ -207,7 +208,7 @@ class PikaChannel:
 class PikaConnection(ConnectionWatch, TwistedProtocolConnection):
     """pika's protocol, speaking the seam. C{ready} fires after the AMQP handshake."""
 
-    def __init__(self, parameters: pika.ConnectionParameters, reactor: Any) -> None:
+    def __init__(self, parameters: pika.ConnectionParameters, reactor: IBusReactor) -> None:
         super().__init__(parameters, custom_reactor=reactor)
         self._watch_start(reactor)
         # pika's connection reads every frame through this one method; the adapter
@@ -238,7 +239,7 @@ class PikaConnection(ConnectionWatch, TwistedProtocolConnection):
         return self.when_lost()
 
 
-def pika_factory(settings: AMQPSettings, reactor: Any, connection_name: str) -> Factory:
+def pika_factory(settings: AMQPSettings, reactor: IBusReactor, connection_name: str) -> Factory:
     parameters = pika.ConnectionParameters(
         virtual_host=settings.vhost,
         credentials=pika.PlainCredentials(settings.username, settings.password),

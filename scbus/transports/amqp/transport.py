@@ -41,6 +41,7 @@ from ...errors import (
 )
 from ...interfaces import IDelivery, ITransport
 from ...message import Message
+from ...reactors import IBusReactor, running_reactor
 from . import topology
 from .connector import Reconnector
 from .control_plane import ControlPlane
@@ -185,14 +186,14 @@ class AMQPTransport(ControlPlane, HoldingAreas, Service):
     def __init__(
         self,
         settings: AMQPSettings,
-        reactor: Any = None,
+        reactor: IBusReactor | None = None,
         *,
         bus_name: str = "scbus",
         client_factory: Any = None,
         endpoint: Any = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
+            reactor = running_reactor()
         self.settings = settings
         self._reactor = reactor
         self._bus_name = bus_name

@@ -22,6 +22,7 @@ from txamqp.content import Content
 from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
 
+from ...reactors import IBusReactor
 from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
 from .settings import AMQPSettings
 from .txamqp_compat import UNDECODABLE, FixedClient, FixedCodec
@@ -271,7 +272,7 @@ class TxChannel:
 class TxConnection(ConnectionWatch, FixedClient):
     """txAMQP's client, speaking the seam. C{ready} fires after login and connection.open."""
 
-    def __init__(self, settings: AMQPSettings, reactor: Any, spec: Any) -> None:
+    def __init__(self, settings: AMQPSettings, reactor: IBusReactor, spec: Any) -> None:
         super().__init__(_Delegate(), settings.vhost, spec, heartbeat=settings.broker_heartbeat, clock=reactor)
         self._settings = settings
         self._watch_start(reactor)
@@ -361,7 +362,7 @@ class TxConnection(ConnectionWatch, FixedClient):
             self._watch_lost(reason)
 
 
-def txamqp_factory(settings: AMQPSettings, reactor: Any, connection_name: str) -> Factory:
+def txamqp_factory(settings: AMQPSettings, reactor: IBusReactor, connection_name: str) -> Factory:
     spec = load_spec(settings.txamqp_spec)
     return Factory.forProtocol(lambda: TxConnection(settings, reactor, spec))
 
