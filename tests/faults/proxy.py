@@ -73,8 +73,16 @@ class FaultProxy:
             while not pair.closed:
                 readable, _, _ = select.select(sockets, [], [], 0.2)
                 for s in readable:
-                    data = s.recv(65536)
+                    try:
+                        data = s.recv(65536)
+                    except OSError:
+                        data = b""
                     if not data:
+                        if pair.blackholed and s is pair.upstream:
+                            # A dead path carries no FIN or RST either: the broker
+                            # giving up on the bus must not tell the bus.
+                            sockets.remove(s)
+                            continue
                         pair.close()
                         return
                     if pair.blackholed:

@@ -52,7 +52,7 @@ class HoldingAreas:
         """
         scbus.unrouted and scbus.dead. They are shared by every app and process, so one
         that exists is used as it is (whatever its queue type); a missing one is made.
-        And scbus.discard, which keeps heartbeat answers no app takes out of the first.
+        And this process's scbus.discard.<process>, which keeps heartbeat answers no app takes out of the first.
         """
         channel = session.topology
         assert channel is not None
@@ -68,11 +68,14 @@ class HoldingAreas:
             except Exception:
                 await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
             await channel.queue_bind(queue, exchange)
-        await channel.queue_declare(topology.DISCARD_QUEUE, durable=True, arguments=topology.discard_queue_arguments())
+        discard = f"{topology.DISCARD_QUEUE}.{self._process_id}"
+        await channel.queue_declare(
+            discard, durable=False, exclusive=True, auto_delete=True, arguments=topology.discard_queue_arguments()
+        )
         for wire_name in topology.DISCARDED_WHEN_UNROUTED:
             exchange = topology.type_exchange(wire_name)
             await channel.exchange_declare(exchange, "fanout", durable=True, arguments=topology.exchange_arguments())
-            await channel.queue_bind(topology.DISCARD_QUEUE, exchange)
+            await channel.queue_bind(discard, exchange)
 
     async def _start_unrouted_log(self, session: Any) -> None:
         """Every process logs what lands in scbus.unrouted, from its own transient queue."""

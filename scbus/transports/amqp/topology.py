@@ -46,9 +46,12 @@ DEAD_QUEUE = "scbus.dead"
 #: messages the broker sets aside (a quorum queue's delivery limit) are reported once.
 DEAD_WATCH_QUEUE = "scbus.dead.watch"
 
-#: Bound to the exchange of each type in L{DISCARDED_WHEN_UNROUTED}, and holding nothing
-#: (``x-max-length = 0``): such a message always routes somewhere, so it never falls
-#: through to ``scbus.unrouted``, and what no app takes is dropped.
+#: Each process's own queue (``scbus.discard.<process>``, exclusive), bound to the exchange
+#: of each type in L{DISCARDED_WHEN_UNROUTED} and holding nothing (``x-max-length = 0``):
+#: such a message always routes somewhere, so it never falls through to
+#: ``scbus.unrouted``, and what no app takes is dropped. Exclusive, so it lives on the node
+#: the process is connected to: a durable one on a stopped cluster node would stop every
+#: process's set-up.
 DISCARD_QUEUE = "scbus.discard"
 
 #: Types nobody needs kept when no app takes them: answers to heartbeats.
