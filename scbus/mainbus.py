@@ -381,10 +381,22 @@ class MainMessageBus(Service):
             # acknowledge now, with one Deferred (the transport's) instead of a chain.
             self._ack_then_finish(app, delivery)
             return
-        d.addCallbacks(
-            self._ack, self._not_settled, callbackArgs=(app, delivery), errbackArgs=(app, delivery)
-        )
-        d.addBoth(self._finished, app, delivery)
+        d.addBoth(self._settle, app, delivery)
+
+    def _settle(self, outcome: Any, app: _App, delivery: IDelivery) -> None:
+        """Acknowledge, or release or set aside, once handling and sending are over."""
+        try:
+            if not isinstance(outcome, Failure):
+                self._ack_then_finish(app, delivery)
+                return
+            settled = self._not_settled(outcome, app, delivery)
+        except Exception:
+            self._finished(Failure(), app, delivery)
+            return
+        if settled is None:
+            self._finished(None, app, delivery)
+        else:
+            settled.addBoth(self._finished, app, delivery)
 
     def _handle(self, app: _App, delivery: IDelivery) -> Deferred[Any] | None:
         """Run the handler and send its results: None when all of it was done at once."""
@@ -477,10 +489,6 @@ class MainMessageBus(Service):
     def _ack_failed_then_finish(self, failure: Failure, app: _App, delivery: IDelivery) -> None:
         self._ack_failed(failure, app, delivery)
         self._finished(None, app, delivery)
-
-    def _ack(self, _: Any, app: _App, delivery: IDelivery) -> Deferred[Any]:
-        app.counters.acked += 1
-        return delivery.ack().addErrback(self._ack_failed, app, delivery)
 
     def _ack_failed(self, failure: Failure, app: _App, delivery: IDelivery) -> None:
         app.counters.acked -= 1
