@@ -40,6 +40,7 @@ class HoldingAreas:
     if TYPE_CHECKING:  # what it uses of AMQPTransport
         settings: AMQPSettings
         _session: Any
+        _process_id: str
 
         def send(self, message: Message) -> Deferred[None]: ...
         def _outgoing(
