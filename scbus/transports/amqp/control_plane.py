@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -20,6 +21,7 @@ from ...control import CONTROL_EXCHANGE
 from ...errors import TransportError
 from .client import IAMQPChannel, Properties, RawDelivery, reason_text
 from .readloop import acknowledger, read_loop
+from .session import Session
 
 if TYPE_CHECKING:
     from ...reactors import IBusReactor
@@ -30,21 +32,36 @@ log = Logger()
 
 
 class ControlPlane:
-    """Mixed into AMQPTransport: serve_control() and ask()."""
+    """
+    Serves control requests with a handler and asks every process, on the session's
+    control channel.
 
-    if TYPE_CHECKING:  # what it uses of AMQPTransport
-        _reactor: IBusReactor
-        _session: Any
-        _asks: dict[str, list[dict[str, Any]]]
-        _process_id: str
+    @param current: the session in use now, if any.
+    @param usable: whether a session's connection is still up (a channel closing with
+        it is not news).
+    @param broken: called when the control channel cannot be opened again.
+    """
 
-        def _usable(self, session: Any) -> bool: ...
-        def _session_broken(self, failure: Failure, session: Any) -> None: ...
+    def __init__(
+        self,
+        process_id: str,
+        clock: IBusReactor,
+        current: Callable[[], Session | None],
+        usable: Callable[[Session], bool],
+        broken: Callable[[Failure, Session], None],
+    ) -> None:
+        self._process_id = process_id
+        self._clock = clock
+        self._current = current
+        self._usable = usable
+        self._broken = broken
+        self._handler: Any = None
+        self._asks: dict[str, list[dict[str, Any]]] = {}
 
-    def serve_control(self, handler: Any) -> None:
-        self._control = handler
+    def serve(self, handler: Any) -> None:
+        self._handler = handler
 
-    async def _start_control(self, session: Any) -> None:
+    async def start(self, session: Session) -> None:
         """
         A channel of its own, an exclusive queue bound to the control exchange for
         requests, another for answers to our own requests: nothing here waits behind
@@ -65,11 +82,11 @@ class ControlPlane:
         read_loop(requests_queue, requests, lambda raw: self._request(raw, channel), acknowledger(channel))
         read_loop(replies_queue, replies, lambda raw: self._reply(raw, channel), acknowledger(channel))
 
-    def _control_closed(self, reason: Any, session: Any, channel: IAMQPChannel) -> None:
+    def _control_closed(self, reason: Any, session: Session, channel: IAMQPChannel) -> None:
         if self._usable(session) and session.control is channel:
             log.warn("AMQP control channel closed ({reason}); reopening", reason=reason_text(reason))
             session.control = None
-            Deferred.fromCoroutine(self._start_control(session)).addErrback(self._session_broken, session)
+            Deferred.fromCoroutine(self.start(session)).addErrback(self._broken, session)
 
     def _request(self, raw: RawDelivery, channel: IAMQPChannel) -> None:
         channel.ack(raw.delivery_tag)
@@ -79,9 +96,9 @@ class ControlPlane:
         if request is None:
             log.warn("control: ignored a request that is not a JSON object")
             return
-        if self._control is None or not isinstance(reply_to, str) or not reply_to:
+        if self._handler is None or not isinstance(reply_to, str) or not reply_to:
             return
-        d = maybeDeferred(self._control, request)
+        d = maybeDeferred(self._handler, request)
 
         def answer(reply: Any) -> None:
             if reply is None or not channel.is_open:
@@ -105,7 +122,7 @@ class ControlPlane:
 
     def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
         """Ask every live bus process (this one too); their answers after C{timeout} s."""
-        session = self._session
+        session = self._current()
         if session is None or not session.ready or session.control is None:
             return fail(TransportError("not connected to the broker"))
         correlation = uuid.uuid4().hex
@@ -115,7 +132,7 @@ class ControlPlane:
             content_type=codec.CONTENT_TYPE, correlation_id=correlation, reply_to=session.replies_queue
         )
         session.control.publish(CONTROL_EXCHANGE, "", body, props)
-        return deferLater(self._reactor, timeout, self._asks.pop, correlation)
+        return deferLater(self._clock, timeout, self._asks.pop, correlation)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

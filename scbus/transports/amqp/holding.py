@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -20,8 +21,10 @@ from ...errors import EncodeError, NotRunning, TransportError
 from ...message import AppErrorOccurredMessage, Message
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
-from .client import IAMQPChannel, Properties, RawDelivery, persistent_copy
+from .client import IAMQPChannel, RawDelivery, persistent_copy
+from .publisher import Outgoing
 from .readloop import acknowledger, read_loop
+from .session import Session, passive_count
 
 if TYPE_CHECKING:
     from .settings import AMQPSettings
@@ -35,21 +38,31 @@ SET_ASIDE_LIMIT = 500
 
 
 class HoldingAreas:
-    """Mixed into AMQPTransport."""
+    """
+    Declares the holding areas on each session, logs and reports what lands in them,
+    and lists and replays their contents.
 
-    if TYPE_CHECKING:  # what it uses of AMQPTransport
-        settings: AMQPSettings
-        _session: Any
-        _process_id: str
+    @param publish: sends an L{Outgoing} (the transport's publisher).
+    @param send: sends a message (for the reports of what the broker set aside).
+    @param current: the session in use now, if any.
+    @param process_id: names this process's own queues.
+    """
 
-        def send(self, message: Message) -> Deferred[None]: ...
-        def _outgoing(
-            self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None
-        ) -> Any: ...
-        def _send_outgoing(self, out: Any) -> Deferred[None]: ...
-        async def _count_on_fresh_channel(self, session: Any, queue: str) -> int: ...
+    def __init__(
+        self,
+        settings: AMQPSettings,
+        publish: Callable[[Outgoing], Deferred[None]],
+        send: Callable[[Message], Deferred[None]],
+        current: Callable[[], Session | None],
+        process_id: str,
+    ) -> None:
+        self.settings = settings
+        self._process_id = process_id
+        self._publish = publish
+        self._send = send
+        self._current = current
 
-    async def _declare_holding_areas(self, session: Any) -> None:
+    async def declare(self, session: Session) -> None:
         """
         scbus.unrouted and scbus.dead. They are shared by every app and process, so one
         that exists is used as it is (whatever its queue type); a missing one is made.
@@ -65,7 +78,7 @@ class HoldingAreas:
         ):
             await channel.exchange_declare(exchange, "fanout", durable=True)
             try:
-                await self._count_on_fresh_channel(session, queue)
+                await passive_count(session, queue)
             except Exception:
                 await channel.queue_declare(queue, durable=True, arguments=topology.holding_queue_arguments(qtype))
             await channel.queue_bind(queue, exchange)
@@ -78,7 +91,7 @@ class HoldingAreas:
             await channel.exchange_declare(exchange, "fanout", durable=True, arguments=topology.exchange_arguments())
             await channel.queue_bind(discard, exchange)
 
-    async def _start_unrouted_log(self, session: Any) -> None:
+    async def start_unrouted_log(self, session: Session) -> None:
         """Every process logs what lands in scbus.unrouted, from its own transient queue."""
         channel = await session.connection.channel()
         name = f"scbus.unrouted.log.{uuid.uuid4().hex[:12]}"
@@ -96,7 +109,7 @@ class HoldingAreas:
             type=type_name, id=_text(raw.properties.message_id), queue=topology.UNROUTED_QUEUE,
         )
 
-    async def _start_dead_watch(self, session: Any) -> None:
+    async def start_dead_watch(self, session: Session) -> None:
         channel = await session.connection.channel()
         await channel.qos(10)
         consumer = await channel.consume(topology.DEAD_WATCH_QUEUE)
@@ -152,7 +165,7 @@ class HoldingAreas:
                       queue=topology.DEAD_WATCH_QUEUE, error=failure.getErrorMessage(), dead=topology.DEAD_QUEUE)
             channel.ack(raw.delivery_tag)
 
-        self.send(report).addCallbacks(lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None, not_sent)
+        self._send(report).addCallbacks(lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None, not_sent)
 
     def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
         return Deferred.fromCoroutine(self._browse(kind, None))
@@ -164,7 +177,7 @@ class HoldingAreas:
         queue = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}.get(kind)
         if queue is None:
             raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
-        session = self._session
+        session = self._current()
         if session is None or not session.ready:
             raise TransportError("not connected to the broker")
         channel = await session.connection.channel()
@@ -195,7 +208,7 @@ class HoldingAreas:
             raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
         exchange, routing_key = route
         declare = entry.type_name if exchange else None
-        await self._send_outgoing(self._outgoing(exchange, routing_key, raw.body, clean, declare))
+        await self._publish(Outgoing(exchange, routing_key, raw.body, clean, declare))
 
 
 

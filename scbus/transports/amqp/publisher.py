@@ -1,0 +1,201 @@
+"""
+The publisher: every message the AMQP transport sends goes through here. It declares a
+type's exchange once per session, publishes with confirms, keeps sends made while
+disconnected in a bounded buffer, sends again what a lost channel never confirmed, and
+fails a send whose confirm does not come in time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from ...errors import NotRunning, TransportError
+from . import topology
+from .client import Properties, PublishRefused, PublishReturned
+from .session import Session
+from .settings import AMQPSettings
+
+__all__ = ["Outgoing", "Publisher", "ensure_type_exchange", "DeclareFailed", "Unencodable"]
+
+
+class DeclareFailed(TransportError):
+    """The broker refused a type's exchange (it exists with another kind or arguments)."""
+
+
+class Unencodable(TransportError):
+    """The client raised while encoding a publish (properties it cannot write)."""
+
+
+class Outgoing:
+    """One message to publish; C{d} fires when the broker confirmed it."""
+
+    __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d", "deadline")
+
+    def __init__(self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+        #: the wire name whose exchange must exist first, if any
+        self.declare = declare
+        self.d: Deferred[None] = Deferred()
+        self.deadline = 0.0
+
+
+def ensure_type_exchange(session: Session, wire_name: str) -> Deferred[None]:
+    """Declare a type's exchange once per session; concurrent callers share the wait."""
+    name = topology.type_exchange(wire_name)
+    state = session.exchanges.get(name)
+    if state is True:
+        return succeed(None)
+    mine: Deferred[None] = Deferred()
+    if state is not None:
+        state.append(mine)
+        return mine
+    assert session.topology is not None
+    waiting: list[Deferred[None]] = [mine]
+    session.exchanges[name] = waiting
+    declared = session.topology.exchange_declare(
+        name, "fanout", durable=True, arguments=topology.exchange_arguments()
+    )
+
+    def done(result: Any) -> None:
+        # (may run at once, for a client that answers synchronously)
+        if isinstance(result, Failure):
+            session.exchanges.pop(name, None)
+            error = DeclareFailed(f"cannot declare exchange {name}: {result.getErrorMessage()}")
+            for w in waiting:
+                w.errback(error)
+        else:
+            session.exchanges[name] = True
+            for w in waiting:
+                w.callback(None)
+
+    declared.addBoth(done)
+    return mine
+
+
+class Publisher:
+    """
+    @param current: the session to publish on now, if any.
+    @param accepting: whether sends are taken (False once the transport stops).
+    """
+
+    def __init__(
+        self,
+        settings: AMQPSettings,
+        clock: Any,
+        current: Callable[[], Session | None],
+        accepting: Callable[[], bool],
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._current = current
+        self._accepting = accepting
+        self._outbox: deque[Outgoing] = deque()
+        self._unconfirmed: dict[int, Outgoing] = {}
+        self._sweeper = LoopingCall(self._sweep_unconfirmed)
+        self._sweeper.clock = clock
+
+    def start(self) -> None:
+        self._sweeper.start(min(1.0, self._settings.confirm_timeout / 2), now=False)
+
+    def stop(self) -> None:
+        """Stop sweeping; what waits in the buffer fails with L{NotRunning}."""
+        if self._sweeper.running:
+            self._sweeper.stop()
+        while self._outbox:
+            self._outbox.popleft().d.errback(NotRunning("the transport stopped before this message was sent"))
+
+    def send(self, out: Outgoing) -> Deferred[None]:
+        """Publish now, or keep it until a session is ready; C{out.d}."""
+        if not self._accepting():
+            out.d.errback(NotRunning("the transport is stopped"))
+            return out.d
+        session = self._current()
+        if session is not None and session.ready and not self._outbox:
+            self._dispatch(session, out)
+        elif len(self._outbox) >= self._settings.send_buffer:
+            out.d.errback(TransportError(
+                f"not connected to the broker and the send buffer is full "
+                f"({self._settings.send_buffer} messages waiting)"
+            ))
+        else:
+            self._outbox.append(out)
+        return out.d
+
+    def flush(self) -> None:
+        """Publish what waits, in order, while a session is ready."""
+        session = self._current()
+        while self._outbox and session is not None and session.ready:
+            self._dispatch(session, self._outbox.popleft())
+
+    def _dispatch(self, session: Session, out: Outgoing) -> None:
+        if out.declare is None or session.exchanges.get(topology.type_exchange(out.declare)) is True:
+            self._publish_now(session, out)
+            return
+        d = ensure_type_exchange(session, out.declare)
+        d.addCallbacks(
+            lambda _: self._publish_now(session, out), self._failed, errbackArgs=(session, out)
+        )
+
+    def _publish_now(self, session: Session, out: Outgoing) -> None:
+        channel = session.publisher
+        if channel is None or not channel.is_open or not session.alive:
+            self._failed(Failure(TransportError("publishing channel closed")), session, out)
+            return
+        try:
+            confirmed = channel.publish(out.exchange, out.routing_key, out.body, out.properties, mandatory=True)
+        except Exception as e:
+            if channel.is_open and session.alive:
+                # Raised while the channel is up: these properties cannot be encoded, and
+                # trying again would raise again.
+                failure = Failure(Unencodable(f"cannot publish: {type(e).__name__}: {e}"))
+            else:
+                failure = Failure()
+            self._failed(failure, session, out)
+            return
+        # A confirm that never comes must not leave send() hanging: the sweep fails it.
+        out.deadline = self._clock.seconds() + self._settings.confirm_timeout
+        self._unconfirmed[id(out)] = out
+        confirmed.addCallbacks(self._confirmed, self._not_confirmed, callbackArgs=(out,), errbackArgs=(session, out))
+
+    def _confirmed(self, _: Any, out: Outgoing) -> None:
+        self._unconfirmed.pop(id(out), None)
+        if not out.d.called:
+            out.d.callback(None)
+
+    def _not_confirmed(self, failure: Failure, session: Session, out: Outgoing) -> None:
+        self._unconfirmed.pop(id(out), None)
+        self._failed(failure, session, out)
+
+    def _sweep_unconfirmed(self) -> None:
+        now = self._clock.seconds()
+        late = [out for out in self._unconfirmed.values() if out.deadline <= now]
+        for out in late:
+            self._unconfirmed.pop(id(out), None)
+            if not out.d.called:
+                out.d.errback(TransportError(
+                    f"the broker did not confirm within {self._settings.confirm_timeout}s"
+                ))
+
+    def _failed(self, failure: Failure, session: Session, out: Outgoing) -> None:
+        if out.d.called:
+            return
+        if failure.check(Unencodable):
+            out.d.errback(failure)
+        elif failure.check(PublishRefused, PublishReturned, DeclareFailed):
+            out.d.errback(TransportError(failure.getErrorMessage()))
+        elif not self._accepting():
+            out.d.errback(NotRunning("the transport stopped before the broker confirmed this message"))
+        else:
+            # The channel or connection went away before the confirm: send it again on
+            # the next session (the broker may have it already: at least once).
+            self._outbox.appendleft(out)
+            self.flush()
