@@ -55,8 +55,7 @@ def transport_connected(transport: Any) -> bool:
 
 def send_buffer(transport: Any) -> int:
     """Messages waiting to be sent until the broker is back (in memory: none)."""
-    # The AMQP transport keeps them in its outbox; it has no public count of them.
-    return len(getattr(transport, "_outbox", ()))
+    return int(getattr(transport, "waiting_to_send", 0))
 
 
 class SetAsideListings:

@@ -103,6 +103,11 @@ class Publisher:
         self._sweeper = LoopingCall(self._sweep_unconfirmed)
         self._sweeper.clock = clock
 
+    @property
+    def waiting(self) -> int:
+        """Messages kept until a session is ready (the send buffer)."""
+        return len(self._outbox)
+
     def start(self) -> None:
         self._sweeper.start(min(1.0, self._settings.confirm_timeout / 2), now=False)
 

@@ -83,7 +83,7 @@ class AMQPTransport(Service):
         self._session: Session | None = None
         self._sessions = itertools.count(1)
         self._publisher = Publisher(
-            settings, reactor, lambda: self._session, lambda: self.running and not self._stopping
+            settings, reactor, lambda: self._session, lambda: bool(self.running) and not self._stopping
         )
         self._watchdog = LoopingCall.withCount(self._check_silence)
         self._watchdog.clock = reactor
@@ -107,6 +107,11 @@ class AMQPTransport(Service):
     @property
     def connected(self) -> bool:
         return self._session is not None and self._session.ready
+
+    @property
+    def waiting_to_send(self) -> int:
+        """Messages in the send buffer, waiting for the broker."""
+        return self._publisher.waiting
 
     # --- connecting ---------------------------------------------------------------------------
 
