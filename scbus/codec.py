@@ -70,12 +70,19 @@ _decoder = json.JSONDecoder(
 )
 
 
-def encode(message: Message) -> bytes:
-    """The message as UTF-8 JSON bytes; L{EncodeError} if a value cannot travel."""
+def encode(message: Message, max_size: int | None = None) -> bytes:
+    """
+    The message as UTF-8 JSON bytes; L{EncodeError} if a value cannot travel, or if the
+    body is longer than C{max_size}: every transport refuses it at the sender, where the
+    error can still be handled, rather than setting it aside at the receiver.
+    """
     try:
-        return _encoder.encode(message.to_dict()).encode("utf-8")
+        body = _encoder.encode(message.to_dict()).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as e:
         raise EncodeError(f"{message.wire_name}: cannot encode as JSON: {e}") from None
+    if max_size is not None and len(body) > max_size:
+        raise EncodeError(f"{message.wire_name}: {len(body)} bytes is over the limit of {max_size}")
+    return body
 
 
 def _nesting_exceeds(value: Any, limit: int) -> bool:

@@ -17,7 +17,17 @@ if TYPE_CHECKING:
 
     from .message import Message
 
-__all__ = ["ITransport", "IDelivery", "ISetAside", "IReadyDeliveries", "IImmediateSend"]
+__all__ = [
+    "ITransport",
+    "IMessageTransport",
+    "IQueueStatistics",
+    "IControlPlane",
+    "ISetAsideStores",
+    "IDelivery",
+    "ISetAside",
+    "IReadyDeliveries",
+    "IImmediateSend",
+]
 
 
 class IDelivery(Interface):
@@ -61,8 +71,8 @@ class ISetAside(Interface):
     at = Attribute("Unix time it was set aside.")
 
 
-class ITransport(Interface):
-    """Carries messages between apps, in memory or over a broker."""
+class IMessageTransport(Interface):
+    """The messages role: queues per app, routing by type, deliveries settled once."""
 
     def setup(app_name: str, message_types: Iterable[type[Message]]) -> Deferred[None]:
         """
@@ -91,6 +101,10 @@ class ITransport(Interface):
         it withdraws the request without losing a message.
         """
 
+
+class IQueueStatistics(Interface):
+    """What status shows of an app's queue: work waiting, on the broker and in hand."""
+
     def queue_depth(app_name: str) -> Deferred[int]:
         """
         Answers a Deferred firing with the number of messages ready in the app's queue
@@ -99,6 +113,10 @@ class ITransport(Interface):
 
     def buffered(app_name: str) -> int:
         """Messages this process has received for the app (prefetch) and not handed over."""
+
+
+class IControlPlane(Interface):
+    """Out-of-band requests between bus processes: never behind app queues."""
 
     def serve_control(handler: Callable[[dict[str, Any]], Deferred[dict[str, Any] | None]]) -> None:
         """
@@ -113,6 +131,10 @@ class ITransport(Interface):
         Deferred firing, after C{timeout} seconds, with the list of their answers.
         """
 
+
+class ISetAsideStores(Interface):
+    """The unrouted and dead-letter stores an operator reads and replays from."""
+
     def set_aside(kind: str) -> Deferred[list[Any]]:
         """
         Answers a Deferred firing with a list of L{ISetAside}: C{kind} is C{"unrouted"} or
@@ -125,6 +147,13 @@ class ITransport(Interface):
         that decodes it was deployed) and drop it from the store. Answers a Deferred firing
         with True when found.
         """
+
+
+class ITransport(IMessageTransport, IQueueStatistics, IControlPlane, ISetAsideStores):
+    """
+    Everything the main bus drives: each role above. A part that needs one role (the
+    console's set-aside views, a status reader) depends on that interface alone.
+    """
 
 
 class IReadyDeliveries(Interface):

@@ -170,7 +170,7 @@ class LocalTransport(Service):
     def send_now(self, message: Message) -> None:
         if self._stopped:
             raise NotRunning("the transport is stopped")
-        body = codec.encode(message)
+        body = codec.encode(message, self.max_message_size)
         if self.sent is not None:
             self.sent.append(message)
         self._route(type(message), body)

@@ -9,7 +9,8 @@ from .transport_contract import TransportContract
 
 class LocalTransportContractTests(TransportContract, unittest.TestCase):
     def make_transport(self):
-        transport = LocalTransport()
+        # The limit the config gives both transports by default (transport.max_message_size).
+        transport = LocalTransport(max_message_size=1024 * 1024)
         transport.startService()
         self.addCleanup(transport.stopService)
         return transport

@@ -184,6 +184,23 @@ class TransportContract:
             self.assertEqual(delivery.message.text, text)
             await delivery.ack()
 
+    async def test_a_message_over_the_size_limit_is_refused_by_send(self):
+        # Refused where the sender can still act on it, on every transport: not accepted
+        # and dead-lettered later at the receiver.
+        t = await self.start()
+        a, b, animals, dogs, late = map(self.app, ("a", "b", "animals", "dogs", "late"))
+        await t.setup(a, [Note])
+        with self.assertRaises(EncodeError) as caught:
+            await t.send(Note(text="x" * (1024 * 1024 + 1)))
+        self.assertIn("over the limit", str(caught.exception))
+        await self.nothing_for(a)
+        dead = await t.set_aside("dead")
+        self.assertEqual([e for e in dead if e.app_name == a], [])
+        await t.send(Note(text="fits"))
+        delivery = await self.next_delivery(a)
+        self.assertEqual(delivery.message.text, "fits")
+        await delivery.ack()
+
     async def test_a_raw_body_from_outside_is_delivered(self):
         t = await self.start()
         a, b, animals, dogs, late = map(self.app, ("a", "b", "animals", "dogs", "late"))

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ... import codec
 from ...errors import EncodeError, NotRunning, TransportError
+from ...interfaces import ISetAsideStores
 from ...message import AppErrorOccurredMessage, Message
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
@@ -37,6 +39,7 @@ log = Logger()
 SET_ASIDE_LIMIT = 500
 
 
+@implementer(ISetAsideStores)
 class HoldingAreas:
     """
     Declares the holding areas on each session, logs and reports what lands in them,

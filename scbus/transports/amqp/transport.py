@@ -361,13 +361,9 @@ class AMQPTransport(Service):
 
     def send(self, message: Message) -> Deferred[None]:
         try:
-            body = codec.encode(message)
+            body = codec.encode(message, self.settings.max_message_size)
         except EncodeError:
             return fail()
-        if len(body) > self.settings.max_message_size:
-            return fail(EncodeError(
-                f"{message.wire_name}: {len(body)} bytes is over the limit of {self.settings.max_message_size}"
-            ))
         properties = Properties(**topology.message_properties(message))
         out = Outgoing(topology.type_exchange(message.wire_name), "", body, properties, message.wire_name)
         return self._publisher.send(out)
