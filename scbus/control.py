@@ -57,6 +57,9 @@ class ControlResponder:
             "version": self.version,
             "uptime": None if started is None else round(now - started, 3),
             "apps": sorted(self.bus.app_names()),
+            # A bounded in-memory store drops its oldest entries: say how many, so a full
+            # store is seen. A broker's holding queues drop nothing (None here).
+            "set_aside_dropped": getattr(self.bus.transport, "dropped", None),
         }
 
     def matches(self, target: dict[str, Any] | None) -> bool:
@@ -195,6 +198,11 @@ def render(health: Health, now: float | None = None) -> str:
         uptime = "?" if a.get("uptime") is None else f"{a['uptime']:.0f}s"
         processes.append((a["process"], str(a.get("version", "?")), uptime, ",".join(a.get("apps", []))))
     lines += table(processes) if len(processes) > 1 else ["(no process answered)"]
+    for a in sorted(health.answers, key=lambda a: a["process"]):
+        dropped = {k: n for k, n in (a.get("set_aside_dropped") or {}).items() if n}
+        if dropped:
+            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(dropped.items()))
+            lines.append(f"{a['process']}: set-aside stores full, oldest dropped: {counts} (transport.set_aside_limit)")
     apps = [("app", "process", "queued", "in flight", "handled", "errors", "redelivered",
              "last handled", "oldest in flight", "heartbeat lag", "paused", "idle")]
     for a in sorted(health.answers, key=lambda a: a["process"]):

@@ -97,11 +97,19 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
         bus.resume(name)
         return Reply(f"resumed {name}")
 
+    def listing(kind: str) -> Any:
+        def view(entries: list[Any]) -> SetAsideList:
+            shown = SetAsideList(entries)
+            shown.dropped = (getattr(transport, "dropped", None) or {}).get(kind, 0)
+            return shown
+
+        return _settled(transport.set_aside(kind).addCallback(view))
+
     def unrouted() -> Any:
-        return _settled(transport.set_aside("unrouted").addCallback(SetAsideList))
+        return listing("unrouted")
 
     def dead_letters() -> Any:
-        return _settled(transport.set_aside("dead").addCallback(SetAsideList))
+        return listing("dead")
 
     def replay(kind: str, entry_id: str) -> Any:
         return _settled(

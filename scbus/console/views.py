@@ -120,7 +120,14 @@ class HealthView:
 class SetAsideList(list):
     """Set-aside messages, printed as a table: id, why, type, from which app, age, size."""
 
+    #: How many older entries a bounded store dropped before these (0: none, or unbounded).
+    dropped = 0
+
     def __repr__(self) -> str:
+        note = f"\n({self.dropped} older entries dropped: transport.set_aside_limit)" if self.dropped else ""
+        return self._table() + note
+
+    def _table(self) -> str:
         if not self:
             return "(none)"
         now = time.time()

@@ -110,3 +110,36 @@ def test_an_app_whose_oldest_delivery_is_past_stuck_after_is_unhealthy():
     pending[0].callback(None)
     h.flush()
     assert health().healthy
+
+
+class Unwanted(Message, wire_name="test.control.Unwanted"):
+    n: int
+
+
+def test_a_full_set_aside_store_shows_what_it_dropped_in_status_and_the_console():
+    from twisted.internet.task import Clock
+
+    from scbus.mainbus import MainMessageBus
+    from scbus.transports.local import LocalTransport
+
+    clock = Clock()
+    transport = LocalTransport(clock, set_aside_limit=2)
+    bus = MainMessageBus("full", transport, reactor=clock, grace_period=0)
+    subs = {Job: lambda m: None}
+    bus.add_app("worker", ApplicationMessageBus("worker", subs, reactor=clock), subs)
+    transport.startService()
+    bus.startService()
+    ns = make_namespace(bus)
+    assert "dropped" not in repr(ns["unrouted"]())
+    for n in range(5):
+        bus.send(Unwanted(n=n))
+    clock.advance(1)
+    [answer] = result_of(transport.ask({"op": "status"}, 1.0))
+    assert answer["set_aside_dropped"] == {"unrouted": 3, "dead": 0}
+    shown = render(assess([answer], ["worker"]))
+    assert "set-aside stores full, oldest dropped: 3 unrouted (transport.set_aside_limit)" in shown
+    listing = ns["unrouted"]()
+    assert len(listing) == 2
+    assert repr(listing).endswith("(3 older entries dropped: transport.set_aside_limit)")
+    assert "dropped" not in repr(ns["dead_letters"]())
+    json.dumps(answer)
