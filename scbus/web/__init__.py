@@ -5,12 +5,13 @@ checks, Prometheus metrics, a live status page, and publishing into the bus.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from twisted.application import service
 from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from ..listening import Listener
 from ..reactors import IBusReactor, running_reactor
@@ -22,8 +23,52 @@ __all__ = ["make_http_service", "BusWeb"]
 log = Logger()
 
 
+#: Request bodies larger than this are not kept: one message (C{transport.max_message_size})
+#: as an envelope, with room for JSON escaping.
+BODY_LIMIT_SLACK = 64 * 1024
+
+
+class BoundedRequest(Request):
+    """
+    A request whose body is kept only up to its site's C{max_body} bytes: a client
+    cannot fill the bus's memory or disk with one upload. Past it the body is dropped
+    as it arrives and the request is answered 413 without reaching a resource.
+    """
+
+    too_large = False
+
+    def _limit(self) -> int | None:
+        limit: int | None = getattr(getattr(self.channel, "site", None), "max_body", None)
+        return limit
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        limit = self._limit()
+        content = self.content
+        if limit is not None and content is not None and content.tell() + len(data) > limit:
+            self.too_large = True
+            content.seek(0)
+            content.truncate()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if not self.too_large:
+            super().process()
+            return
+        limit = self._limit()
+        self.setResponseCode(413)
+        self.setHeader(b"content-type", b"application/json")
+        self.write(json.dumps({"error": f"request body over {limit} bytes"}).encode("utf-8"))
+        self.finish()
+
+
 class QuietSite(Site):
     """A site whose access log is debug-level: the page polls every few seconds."""
+
+    requestFactory = BoundedRequest
+    max_body: int | None = None
 
     def log(self, request: Any) -> None:
         log.debug(
@@ -84,6 +129,8 @@ def make_http_service(
         history=history,
     )
     _HistoryService(history).setServiceParent(top)
-    Listener("http.port", http.port, http.interface, QuietSite(resource), reactor).setServiceParent(top)
+    site = QuietSite(resource)
+    site.max_body = 2 * (max_message_size or 1024 * 1024) + BODY_LIMIT_SLACK
+    Listener("http.port", http.port, http.interface, site, reactor).setServiceParent(top)
     top.resource = resource  # type: ignore[attr-defined]
     return top

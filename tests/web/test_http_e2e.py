@@ -105,6 +105,10 @@ def test_in_memory_bus_over_http(start_bus):
     assert error["message"]["id"] == ids[2] and error["traceback"][-1]["function"] == "on_order"
     assert http.post(f"/apps/{shop}/pause")[0] == 200
     assert http.get("/ready") == (200, {"ready": True, "not_ready": [], "paused": [shop]})
+    # An upload far over the message size limit is dropped as it arrives, not kept.
+    code, answer = http.post("/messages", {"type": "x", "data": {"s": "x" * (3 * 1024 * 1024)}})
+    assert code == 413 and "request body over" in answer["error"]
+    assert http.get("/live") == (200, {"live": True})
     assert bus.terminate() in (0, -15, 143)
     lines = [json.loads(line) for line in bus.log().splitlines() if line.startswith("{")]
     assert any(line.get("message", "").startswith(f"{shop}: handler") for line in lines)
