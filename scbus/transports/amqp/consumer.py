@@ -121,7 +121,7 @@ class AppConsumer:
         self.held = False  # paused: no consumer (see pause.py)
 
     def retrieve(self) -> Deferred[AMQPDelivery]:
-        waiter: Deferred[AMQPDelivery] = Deferred(lambda d: self.withdraw(d))
+        waiter: Deferred[AMQPDelivery] = Deferred(self.withdraw)
         self.waiters.append(waiter)
         if self.consumer is not None:
             self.attach(waiter)

@@ -42,7 +42,8 @@ class Outgoing:
         self.routing_key = routing_key
         self.body = body
         self.properties = properties
-        #: the wire name whose exchange must exist first, if any
+        #: the wire name whose exchange must exist first, if any (then C{exchange} is
+        #: that type's exchange)
         self.declare = declare
         self.d: Deferred[None] = Deferred()
         self.deadline = 0.0
@@ -125,7 +126,11 @@ class Publisher:
             return out.d
         session = self._current()
         if session is not None and session.ready and not self._outbox:
-            self._dispatch(session, out)
+            # (inline _dispatch: an exchange already declared is the usual case)
+            if out.declare is None or session.exchanges.get(out.exchange) is True:
+                self._publish_now(session, out)
+            else:
+                self._dispatch(session, out)
         elif len(self._outbox) >= self._settings.send_buffer:
             out.d.errback(TransportError(
                 f"not connected to the broker and the send buffer is full "
@@ -142,7 +147,7 @@ class Publisher:
             self._dispatch(session, self._outbox.popleft())
 
     def _dispatch(self, session: Session, out: Outgoing) -> None:
-        if out.declare is None or session.exchanges.get(topology.type_exchange(out.declare)) is True:
+        if out.declare is None or session.exchanges.get(out.exchange) is True:
             self._publish_now(session, out)
             return
         d = ensure_type_exchange(session, out.declare)
