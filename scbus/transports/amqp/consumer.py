@@ -185,11 +185,8 @@ class AppConsumer:
             if raw.property_error is not None:
                 raise BadProperties(raw.property_error)
             content_type = raw.properties.content_type
-            if isinstance(content_type, (bytes, bytearray)):
-                raise ContentTypeRefused(f"content type {bytes(content_type)!r} is not UTF-8 text")
-            base = (content_type or "").split(";")[0].strip().lower()
-            if base not in ("", codec.CONTENT_TYPE):
-                raise ContentTypeRefused(f"content type {content_type!r} is not {codec.CONTENT_TYPE}")
+            if content_type != codec.CONTENT_TYPE:  # (ours, the usual case, needs no parsing)
+                _check_content_type(content_type)
             return codec.decode(raw.body, self._settings.max_message_size, self._settings.max_nesting)
         except DecodeError:
             raise
@@ -271,6 +268,14 @@ class AppConsumer:
 
         copy(copies)
         return settled
+
+
+def _check_content_type(content_type: Any) -> None:
+    if isinstance(content_type, (bytes, bytearray)):
+        raise ContentTypeRefused(f"content type {bytes(content_type)!r} is not UTF-8 text")
+    base = (content_type or "").split(";")[0].strip().lower()
+    if base not in ("", codec.CONTENT_TYPE):
+        raise ContentTypeRefused(f"content type {content_type!r} is not {codec.CONTENT_TYPE}")
 
 
 def _text_or_none(value: Any) -> str | None:
