@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Any
 
+from .argtypes import seconds
 from .commands import register as register_commands
 from .cli_pause import add_commands as add_pause_commands
 from .errors import ConfigError
@@ -30,6 +31,9 @@ __all__ = ["main"]
 
 
 def _hash_password(args: argparse.Namespace) -> int:
+    if sys.stdin is None or sys.stdin.closed:
+        print("scbus: standard input is closed: pipe the password in with --stdin", file=sys.stderr)
+        return 2
     if args.stdin:
         try:
             password = _one_line(sys.stdin.readline())
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--config", required=True, help="the bus config (to find the broker and the apps)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument(
-        "--timeout", type=float, default=2.0,
+        "--timeout", type=seconds, default=2.0,
         help="longest wait, in seconds, for the broker and for answers (status returns as soon "
         "as every expected process answered)",
     )
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--config", required=True)
     pg.add_argument("--process", help="process name (bus@host:pid), pid or bus name")
     pg.add_argument("--app", help="only processes running this app")
-    pg.add_argument("--timeout", type=float, default=2.0, help="longest wait, in seconds")
+    pg.add_argument("--timeout", type=seconds, default=2.0, help="longest wait, in seconds")
     pg.set_defaults(run=_ping)
     register_commands(commands)
     add_pause_commands(commands, _control_client)

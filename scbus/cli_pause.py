@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Callable
 from typing import Any
+from .argtypes import seconds
 
 __all__ = ["add_commands"]
 
@@ -24,7 +25,7 @@ def add_commands(commands: Any, control_client: Callable[[argparse.Namespace], A
         parser = commands.add_parser(verb, help=help_text)
         parser.add_argument("app", help="the app's name in the config")
         parser.add_argument("--config", required=True, help="the bus config (to find the broker and the apps)")
-        parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+        parser.add_argument("--timeout", type=seconds, default=2.0, help="seconds to wait for answers")
         parser.set_defaults(run=lambda args, v=verb: _run(args, v == "pause", control_client))
 
 

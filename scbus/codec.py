@@ -99,6 +99,16 @@ def _nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def load_json(body: bytes, max_size: int | None = None, max_nesting: int | None = None) -> Any:
+    """
+    JSON exactly as the decoder reads a body (UTF-8; no duplicate keys, NaN, Infinity or
+    overflowing numbers; bounded nesting), for every door that takes JSON in: what one
+    door accepts, the bus must not refuse later. L{MalformedMessage} or
+    L{MessageTooLarge} otherwise.
+    """
+    return _load(body, max_size, max_nesting)
+
+
 def _load(body: bytes, max_size: int | None, max_nesting: int | None) -> Any:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"a body must be bytes, got {type(body).__name__}")

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from ..argtypes import seconds
 from .. import codec
 from ..errors import DecodeError
 from ..transports.amqp import topology
@@ -32,7 +33,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("types", nargs="+", metavar="TYPE", help="wire type names (subclasses included)")
     p.add_argument("--limit", type=int, help="stop after this many messages (exit 1 if fewer came)")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="one JSON envelope per line")
     p.set_defaults(run=lambda args: run_refusing(run, args))
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
 
 from .. import codec
-from ..errors import MalformedMessage, MessageTooLarge
+from ..errors import MalformedMessage
 from ..message import Message
 
 __all__ = ["message_from_post"]
@@ -24,14 +23,7 @@ def message_from_post(body: bytes, max_size: int | None) -> Message:
     """
     @raise DecodeError: with one sentence naming the field (C{.reason} is its short code).
     """
-    if max_size is not None and len(body) > max_size:
-        raise MessageTooLarge(f"body of {len(body)} bytes exceeds the limit of {max_size}")
-    try:
-        posted = json.loads(body.decode("utf-8"), parse_constant=_not_json)
-    except UnicodeDecodeError as e:
-        raise MalformedMessage(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
-    except (ValueError, RecursionError) as e:
-        raise MalformedMessage(f"body is not JSON: {e}") from None
+    posted = codec.load_json(body, max_size)
     if isinstance(posted, dict) and set(posted) <= _SHORT_FORM:
         if "type" not in posted:
             raise MalformedMessage("the body has no 'type' (the message type's wire name)")
@@ -48,7 +40,4 @@ def message_from_post(body: bytes, max_size: int | None) -> Message:
         raise MalformedMessage(f"body is not acceptable JSON: {e}") from None
     return codec.decode(envelope, None)
 
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 

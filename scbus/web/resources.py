@@ -227,6 +227,10 @@ class BusWeb(Resource):
             message = message_from_post(body, self.max_message_size)
         except DecodeError as e:
             return _error(400, str(e), reason=e.reason)
+        if not self.bus.running:
+            # Accepted now, it could not be handled before the process ends (in memory it
+            # would end with the process): the sender must try another process or later.
+            return _error(503, "not sent: the bus is stopping")
         if not transport_connected(self.bus.transport):
             # Over AMQP it would wait in the send buffer, in this process's memory only,
             # with the request hanging until the broker is back: say so now instead.

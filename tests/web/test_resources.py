@@ -177,12 +177,24 @@ def test_publish_an_envelope_keeps_its_id(site):
     ({"type": "test.shop.Order", "id": "x", "data": {"item": "tea", "quantity": 1}}, "'created_at'"),
     (b"{not json", "not JSON"),
     (b'{"type": "test.shop.Order", "data": {"item": "tea", "quantity": NaN}}', "NaN"),
+    # what the bus's own decoder refuses is refused at this door too
+    (b'{"type": "test.shop.Order", "data": {"item": "tea", "quantity": 1, "quantity": 2}}', "duplicate key 'quantity'"),
+    (b'{"type": "test.shop.Order", "data": {"item": "tea", "quantity": 1}, "type": "test.shop.Nope"}', "duplicate key 'type'"),
+    (b'{"type": "test.shop.Order", "created_at": 1e999, "id": "x", "data": {"item": "tea", "quantity": 1}}', "out of range"),
     (b'{"type": "test.shop.Order", "data": {"item": "' + b"x" * 3000 + b'", "quantity": 1}}', "limit of 2000"),
 ])
 def test_a_bad_message_is_refused_naming_the_field_and_nothing_is_sent(site, body, names):
     code, answer = site.post("/messages", body)
     assert code == 400
     assert names in answer["error"]
+    assert site.harness.sent == []
+
+
+def test_a_stopping_bus_refuses_to_publish_with_503(site):
+    # Accepted now, it could not be handled before the process ends.
+    site.harness.bus.stopService()
+    code, answer = site.post("/messages", {"type": "test.shop.Order", "data": {"item": "tea", "quantity": 1}})
+    assert code == 503 and "stopping" in answer["error"]
     assert site.harness.sent == []
 
 
