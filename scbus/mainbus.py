@@ -510,11 +510,13 @@ class MainMessageBus(Service):
         if failure.check(TransportError):
             # The transport could not take the results now: the message comes again.
             app.counters.send_failures += 1
-            log.failure(
-                "{app}: results of {type} not sent; releasing it to be delivered again",
-                failure,
+            # Expected when the broker is away or the bus stops: a warning that says why,
+            # not a traceback (nothing is lost: the message comes again).
+            log.warn(
+                "{app}: results of {type} not sent ({why}); releasing it to be delivered again",
                 app=app.name,
                 type=delivery.message.wire_name,
+                why=failure.getErrorMessage(),
             )
             return delivery.release().addErrback(lambda f: None)
         # Anything else (an error report that could not be built or encoded, a bug) would

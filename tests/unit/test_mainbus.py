@@ -129,7 +129,7 @@ def test_acknowledged_only_after_the_results_were_sent():
     assert w.transport.unacked("double") == 0
 
 
-def test_a_failed_send_releases_the_delivery_to_come_again():
+def test_a_failed_send_releases_the_delivery_to_come_again(logged):
     w = World(HoldingTransport)
     attempts = []
     w.add("double", {Job: lambda m: attempts.append(m.n) or Done(n=m.n)})
@@ -145,6 +145,11 @@ def test_a_failed_send_releases_the_delivery_to_come_again():
     w.flush()
     status = result_of(w.bus.status())[0]
     assert status.send_failures == 1 and status.redelivered == 1
+    # An expected condition (broker away, bus stopping): one warning naming why, no traceback.
+    assert [line for line in logged("warn") if "not sent" in line] == [
+        "double: results of test.mainbus.Job not sent (broker gone); releasing it to be delivered again"
+    ]
+    assert logged("critical") == [] and logged("error") == []
 
 
 @pytest.mark.parametrize("answer", [None, Done(n=0)], ids=["nothing-to-send", "one-message"])
