@@ -25,7 +25,7 @@ from pika import exceptions as pika_errors
 
 from ..transports.amqp import topology
 from ..transports.amqp.client import RawDelivery, persistent_copy
-from ..transports.setaside import DEAD, UNROUTED, SetAsideMessage
+from ..transports.setaside import DEAD, UNROUTED
 from .common import EXIT_BROKER, Refused, load_bus, require_amqp, run_refusing
 
 __all__ = ["add_parser"]
@@ -99,25 +99,13 @@ def _browse(channel: Any, kind: str) -> Any:
         yield raw, set_aside_entry(kind, raw)
 
 
-def _describe(entry: SetAsideMessage) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "code": entry.code,
-        "reason": entry.reason,
-        "type": entry.type_name,
-        "app": entry.app_name,
-        "at": entry.at,
-        "body": entry.body.decode("utf-8", "replace"),
-    }
-
-
 def _list(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
     channel, count = _channel(connection, QUEUES[args.kind])
     entries = [entry for _raw, entry in _browse(channel, args.kind)]
     channel.close()
     if args.json:
         for entry in entries:
-            print(json.dumps(_describe(entry), ensure_ascii=False))
+            print(json.dumps(entry.as_json(), ensure_ascii=False))
         return 0
     if not entries:
         print(f"no {args.kind} messages")

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 from zope.interface import implementer
 
@@ -35,6 +36,24 @@ class SetAsideMessage:
     app_name: str | None = None
     at: float = dataclasses.field(default_factory=time.time)
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def as_json(self, preview: int | None = None) -> dict[str, Any]:
+        """
+        The entry as JSON for people and scripts (`scbus set-aside list --json`, the
+        status page); the body as text, cut to C{preview} characters if given.
+        """
+        body = bytes(self.body).decode("utf-8", "replace")
+        if preview is not None and len(body) > preview:
+            body = body[:preview] + "..."
+        return {
+            "id": self.id,
+            "code": self.code,
+            "reason": self.reason,
+            "type": self.type_name,
+            "app": self.app_name,
+            "at": self.at,
+            "body": body,
+        }
 
     def __repr__(self) -> str:
         where = f" from {self.app_name}" if self.app_name else ""

@@ -212,7 +212,7 @@ class BusWeb(Resource):
                 "series": self.history.series(),
                 "sample_every": self.history.every,
                 "errors": list(self.history.errors),
-                "set_aside": {kind: [_entry(e) for e in entries[:LISTED]] for kind, entries in snap.set_aside.items()},
+                "set_aside": {kind: [e.as_json(PREVIEW) for e in entries[:LISTED]] for kind, entries in snap.set_aside.items()},
                 "set_aside_total": {kind: len(entries) for kind, entries in snap.set_aside.items()},
                 "set_aside_errors": snap.set_aside_errors,
             })
@@ -265,19 +265,6 @@ class BusWeb(Resource):
     def _forget_listings(self, result: Any) -> Any:
         self.set_aside.forget()
         return result
-
-
-def _entry(entry: Any) -> dict[str, Any]:
-    body = bytes(entry.body).decode("utf-8", "replace")
-    return {
-        "id": entry.id,
-        "code": entry.code,
-        "reason": entry.reason,
-        "type": entry.type_name,
-        "app": entry.app_name,
-        "at": entry.at,
-        "body": body[:PREVIEW] + ("..." if len(body) > PREVIEW else ""),
-    }
 
 
 class _NoRoute(Exception):
