@@ -3,6 +3,7 @@ The bus over RabbitMQ against a raw pika-Twisted loop doing the same work on the
 broker in the same run. Not a test: compare the ratios, not the absolute numbers.
 
     python -m bench.amqp_throughput [--messages 20000] [--prefetch 10,200] [--backlog 200000]
+        [--loops raw,bus] [--samples 0]
 
 Starts its own private RabbitMQ node (as the tests do) unless --url is given.
 
@@ -50,6 +51,8 @@ from scbus.transports.amqp import topology
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: CPU seconds per message of the last loop run (this process only; the broker is apart).
 CPU: list[float] = []
+#: Acknowledgements per basic.ack frame the bus wrote in its last loop (coalescing).
+ACKS_PER_FRAME: list[float] = []
 
 
 class BenchIn(Message, wire_name="bench.In"):
@@ -223,6 +226,9 @@ async def bus_loop(url, n, prefetch, client="pika"):
         await task.deferLater(reactor, 0.005, lambda: None)
     end = time.perf_counter()
     CPU.append((time.process_time() - state["cpu"]) / n)
+    acks = getattr(transport._apps["bench"].channel, "acks", None)
+    if acks is not None:
+        ACKS_PER_FRAME.append(acks.acks / max(1, acks.frames))
     await bus.stopService()
     await transport.stopService()
     return n / (end - state["first"])
@@ -325,7 +331,7 @@ def peak_rss_kib(url, prefetch, backlog, seconds):
 GOALS = {"bus_vs_raw": 0.8, "bus_txamqp_vs_raw_txamqp": 0.9, "p99_ms": 5.0, "peak_rss_mib": 100.0}
 
 
-async def throughput(url, messages, prefetch, repeat):
+async def throughput(url, messages, prefetch, repeat, only=None):
     """Every loop at this prefetch, interleaved over C{repeat} rounds; the best of each."""
     loops = {
         "raw": lambda: raw_loop(url, messages, prefetch, False),
@@ -334,22 +340,32 @@ async def throughput(url, messages, prefetch, repeat):
         "raw txamqp": lambda: raw_loop_txamqp(url, messages, prefetch),
         "bus txamqp": lambda: bus_loop(url, messages, prefetch, "txamqp"),
     }
+    if only:
+        loops = {k: v for k, v in loops.items() if k in only}
     figures = {k: [] for k in loops}
     cpu = {k: [] for k in loops}
+    acks_per_frame = {k: [] for k in loops if k.startswith("bus")}
     for _ in range(repeat):
         for name, loop in loops.items():
             figures[name].append(await loop())
             cpu[name].append(CPU[-1])
+            if name in acks_per_frame and ACKS_PER_FRAME:
+                acks_per_frame[name].append(ACKS_PER_FRAME.pop())
     best = {k: max(v) for k, v in figures.items()}
+
+    def ratio(a, b):
+        return round(best[a] / best[b], 3) if a in best and b in best else None
+
     return {
         "messages": messages,
         "prefetch": prefetch,
         "msgs_per_s": {k: round(v) for k, v in best.items()},
         "all_runs": {k: [round(x) for x in v] for k, v in figures.items()},
         "client_cpu_us_per_msg": {k: round(min(v) * 1e6, 1) for k, v in cpu.items()},
-        "bus_vs_raw": round(best["bus"] / best["raw"], 3),
-        "bus_vs_raw_json": round(best["bus"] / best["raw+json"], 3),
-        "bus_txamqp_vs_raw_txamqp": round(best["bus txamqp"] / best["raw txamqp"], 3),
+        "bus_acks_per_ack_frame": {k: round(statistics.median(v), 1) for k, v in acks_per_frame.items() if v},
+        "bus_vs_raw": ratio("bus", "raw"),
+        "bus_vs_raw_json": ratio("bus", "raw+json"),
+        "bus_txamqp_vs_raw_txamqp": ratio("bus txamqp", "raw txamqp"),
     }
 
 
@@ -357,6 +373,8 @@ def summary(results) -> list[str]:
     """One line per goal: the figure, the goal, and whether it is met."""
 
     def line(what, value, goal, at_least=True):
+        if value is None:
+            return f"{what:44} {'-':>8} (not run)"
         met = value >= goal if at_least else value <= goal
         sign = ">=" if at_least else "<="
         return f"{what:44} {value:>8} (goal {sign} {goal}: {'met' if met else 'NOT met'})"
@@ -374,6 +392,9 @@ def summary(results) -> list[str]:
         lines.append(
             f"prefetch {p}: client CPU us/msg " + ", ".join(f"{k} {v}" for k, v in cpu.items())
         )
+        if t.get("bus_acks_per_ack_frame"):
+            lines.append(f"prefetch {p}: acks per ack frame " + ", ".join(
+                f"{k} {v}" for k, v in t["bus_acks_per_ack_frame"].items()))
     lat = results.get("latency_two_app_chain")
     if lat:
         lines.append(line("two-app chain p99 ms (low load)", lat["p99_ms"], GOALS["p99_ms"], False))
@@ -393,9 +414,10 @@ async def main(args):
         url = node.url
     try:
         results["throughput"] = [
-            await throughput(url, args.messages, prefetch, args.repeat) for prefetch in args.prefetch
+            await throughput(url, args.messages, prefetch, args.repeat, args.loops) for prefetch in args.prefetch
         ]
-        results["latency_two_app_chain"] = await latency(url, args.samples)
+        if args.samples:
+            results["latency_two_app_chain"] = await latency(url, args.samples)
         if args.backlog:
             prefetch = min(args.prefetch)
             empty, _ = await threads.deferToThread(peak_rss_kib, url, prefetch, 0, args.rss_seconds)
@@ -428,6 +450,8 @@ def run():
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--prefetch", type=prefetches, default=[10, 200], help="comma-separated, e.g. 10,200")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--loops", type=lambda t: [x.strip() for x in t.split(",")], default=None,
+                        help="only these loops, e.g. raw,bus (default: all five)")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--backlog", type=int, default=200000)
     parser.add_argument("--rss-seconds", type=float, default=15.0)

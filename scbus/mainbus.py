@@ -314,7 +314,8 @@ class MainMessageBus(Service):
         )
 
     def _pump(self, app: _App) -> None:
-        if app.pumping:
+        if app.pumping or app.pump_call is not None:
+            # (a pump scheduled for the next turn does it: this turn's budget is spent)
             app.pump_again = True
             return
         app.pumping = True
@@ -330,8 +331,12 @@ class MainMessageBus(Service):
                 if self._take_ready is not None:
                     delivery = self._take_ready(app.name)
                     if delivery is not None:
-                        self._got_delivery(delivery, app, None)
+                        self._handle_delivery(delivery, app)
                         continue
+                    if app.waiting:
+                        # One retrieve waits for the next delivery; what comes with it
+                        # is taken above when it fires, so one Deferred serves a batch.
+                        return
                 waiter = self.transport.retrieve(app.name)
                 app.waiting.add(waiter)
                 waiter.addCallbacks(
@@ -360,9 +365,13 @@ class MainMessageBus(Service):
         if not failure.check(CancelledError):
             log.failure("{app}: retrieve failed", failure, app=app.name)
 
-    def _got_delivery(self, delivery: IDelivery, app: _App, waiter: Deferred[Any] | None) -> None:
-        if waiter is not None:
-            app.waiting.discard(waiter)
+    def _got_delivery(self, delivery: IDelivery, app: _App, waiter: Deferred[Any]) -> None:
+        app.waiting.discard(waiter)
+        self._handle_delivery(delivery, app)
+        if self._take_ready is not None:
+            self._pump(app)  # take what arrived with it, and wait again
+
+    def _handle_delivery(self, delivery: IDelivery, app: _App) -> None:
         if app.paused or self._stopping:
             delivery.release().addErrback(lambda f: None)
             return

@@ -44,6 +44,10 @@ class FakeConsumer:
     def get(self) -> Deferred[RawDelivery]:
         return self.queue.get()
 
+    def take(self) -> RawDelivery | None:
+        pending = self.queue.pending
+        return pending.pop(0) if pending else None
+
     def cancel(self) -> Deferred[list[RawDelivery]]:
         """The broker stops sending: what arrived and was not taken is handed back."""
         arrived, self.queue.pending = list(self.queue.pending), []
@@ -101,7 +105,7 @@ class FakeChannel:
     def get(self, queue: str) -> Deferred[RawDelivery | None]:
         return succeed(None)
 
-    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    def ack(self, delivery_tag: int) -> None:
         self.log.append(("ack", delivery_tag))
 
     def nack(self, delivery_tag: int, requeue: bool = True) -> None:

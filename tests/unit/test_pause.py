@@ -12,25 +12,17 @@ from scbus.mainbus import MainMessageBus
 from scbus.pausing import pause_everywhere
 from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
 from scbus.transports.amqp.client import Properties, RawDelivery
+from scbus.testing.amqp import FakeConsumer
 from scbus.transports.amqp.pause import marker_queue
 from scbus.transports.local import LocalTransport
 
 from .test_amqp_transport_unit import FakeChannel, FakeConnection, Order, Shipped
 
 
-class CancellableConsumer:
-    tag = "t"
-
+class CancellableConsumer(FakeConsumer):
     def __init__(self, queue, log):
-        self.queue = queue
+        super().__init__(queue)
         self.log = log
-
-    @property
-    def buffered(self):
-        return len(self.queue.pending)
-
-    def get(self):
-        return self.queue.get()
 
     def cancel(self):
         self.log.append(("cancel",))

@@ -80,7 +80,11 @@ class _FakeChannel:
 
 
 def test_confirms_with_multiple_resolve_every_earlier_publish():
-    channel = TxChannel(connection=None, channel=_FakeChannel())
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    channel = TxChannel(connection=SimpleNamespace(_watch_clock=Clock()), channel=_FakeChannel())
     channel._confirming = True
     from scbus.transports.amqp.client import Properties, PublishRefused, PublishReturned
 
@@ -92,6 +96,6 @@ def test_confirms_with_multiple_resolve_every_earlier_publish():
     assert [bool(o) for o in outcomes] == [True, True, True, False, False]
     channel._confirmed(4, multiple=False, refused=True)
     assert outcomes[3][0].check(PublishRefused)
-    channel._returned = True
+    channel._confirms.returned()
     channel._confirmed(5, multiple=False, refused=False)
     assert outcomes[4][0].check(PublishReturned)

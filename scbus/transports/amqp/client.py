@@ -118,6 +118,12 @@ class IAMQPConsumer(Interface):
         closes or the broker cancels the consumer.
         """
 
+    def take() -> RawDelivery | None:
+        """
+        The next delivery if one has arrived and waits (C{buffered}), without a
+        Deferred; else None. Deliveries are handed out in order by get() and take() alike.
+        """
+
     def cancel() -> Deferred[list[RawDelivery]]:
         """
         Ask the broker to send no more (basic.cancel). Answers a Deferred firing, once it
@@ -168,11 +174,15 @@ class IAMQPChannel(Interface):
     def get(queue: str) -> Deferred[RawDelivery | None]:
         """basic.get: answers a Deferred of a L{RawDelivery}, or None when the queue is empty."""
 
-    def ack(delivery_tag: int, multiple: bool = False) -> None:
-        """Acknowledge (no answer: AMQP does not confirm acks)."""
+    def ack(delivery_tag: int) -> None:
+        """
+        Acknowledge (no answer: AMQP does not confirm acks). The clients coalesce: acks
+        go out at the end of the reactor turn, a run of tags as one multiple ack
+        (see L{scbus.transports.amqp.acks}); close() writes them first.
+        """
 
     def nack(delivery_tag: int, requeue: bool = True) -> None:
-        """Give a delivery back (requeue) or dead-letter it (no requeue)."""
+        """Give a delivery back (requeue) or dead-letter it (no requeue), at once."""
 
     def close() -> Deferred[Any]:
         """Close the channel; unacknowledged deliveries go back to their queues."""

@@ -127,6 +127,25 @@ class AppConsumer:
             self.attach(waiter)
         return waiter
 
+    def take_ready(self) -> AMQPDelivery | None:
+        """
+        A delivery that arrived and waits, decoded, without a Deferred; None when none
+        waits or a retrieve() is still waiting (it is owed the next one).
+        """
+        consumer = self.consumer
+        while consumer is not None and not self.waiters:
+            raw = consumer.take()
+            if raw is None:
+                return None
+            try:
+                message = self.decode(raw)
+            except DecodeError as error:
+                self.dead_letter(raw, error)
+                consumer = self.consumer
+                continue
+            return AMQPDelivery(self, raw, message, self._clock.seconds())
+        return None
+
     def buffered(self) -> int:
         return self.consumer.buffered if self.consumer is not None else 0
 

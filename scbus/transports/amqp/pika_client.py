@@ -14,22 +14,25 @@ from pika import exceptions as pika_errors
 from pika import frame as pika_frame
 from pika import spec as pika_spec
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from ...reactors import IBusReactor
+from .acks import CoalescedAcks
+from .confirms import PublishConfirms
 from .client import (
     ConnectionWatch,
     IAMQPChannel,
     IAMQPConnection,
     IAMQPConsumer,
     Properties,
-    PublishRefused,
-    PublishReturned,
     RawDelivery,
     property_error_text,
+    reason_text,
 )
+from .pika_frames import publish_frames
 from .settings import AMQPSettings
 
 __all__ = ["PikaConnection", "pika_factory", "UndecodableProperties", "decode_frame"]
@@ -75,20 +78,6 @@ def decode_frame(data: bytes) -> tuple[int, Any]:
     return frame_end, pika_frame.Header(channel_number, body_size, properties)
 
 
-def _to_pika(p: Properties) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type=p.content_type,
-        delivery_mode=p.delivery_mode,
-        message_id=p.message_id,
-        correlation_id=p.correlation_id,
-        timestamp=p.timestamp,
-        type=p.type,
-        app_id=p.app_id,
-        reply_to=p.reply_to,
-        headers=p.headers,
-    )
-
-
 @implementer(IAMQPConsumer)
 class _PikaConsumer:
     def __init__(self, channel: PikaChannel, queue_obj: Any, tag: str) -> None:
@@ -103,6 +92,10 @@ class _PikaConsumer:
     def get(self) -> Deferred[RawDelivery]:
         return self._queue.get().addCallback(self._channel._wrap)
 
+    def take(self) -> RawDelivery | None:
+        pending = self._queue.pending
+        return self._channel._wrap(pending.pop(0)) if pending else None
+
     def cancel(self) -> Deferred[list[RawDelivery]]:
         # pika empties the queue when the broker agrees by binding a new list: the one
         # held here keeps what arrived until then.
@@ -113,13 +106,34 @@ class _PikaConsumer:
 
 @implementer(IAMQPChannel)
 class PikaChannel:
-    def __init__(self, channel: TwistedChannel) -> None:
+    """
+    pika's Twisted channel, except for publishing: a publish is written in one go
+    (L{pika_frames}) and confirms are tracked here, in tag order, so that a multiple
+    confirm answers its run without scanning every outstanding publish.
+    """
+
+    def __init__(self, channel: TwistedChannel, clock: IReactorTime) -> None:
         self._channel = channel
+        self._impl = channel._channel  # pika's own channel, under the Twisted wrapper
         self.closed: Deferred[Any] = Deferred()
+        self.acks = CoalescedAcks(self._write_ack, clock)
+        self._selecting: Deferred[None] | None = None
+        self._confirming = False
+        self._confirms = PublishConfirms()
         channel.on_closed.addBoth(self._on_closed)
 
     def _on_closed(self, reason: Any) -> None:
+        self.acks.discard()
+        error = reason if isinstance(reason, Exception) else ConnectionError(reason_text(reason))
+        selecting, self._selecting = self._selecting, None
+        if selecting is not None and not selecting.called:
+            selecting.errback(error)
+        self._confirms.fail_all(error)
         self.closed.callback(reason)
+
+    def _write_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if self._channel.is_open:
+            self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
 
     @property
     def is_open(self) -> bool:
@@ -140,7 +154,28 @@ class PikaChannel:
         )
 
     def confirm(self) -> Deferred[Any]:
-        return self._channel.confirm_delivery()
+        d: Deferred[None] = Deferred()
+
+        def selected(_frame: Any) -> None:
+            self._selecting = None
+            self._confirming = True
+            if not d.called:
+                d.callback(None)
+
+        try:
+            self._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected)
+            self._impl.add_on_return_callback(self._on_return)
+        except Exception:
+            return fail()
+        self._selecting = d
+        return d
+
+    def _on_return(self, _channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+        self._confirms.returned()
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        self._confirms.answer(method.delivery_tag, method.multiple, isinstance(method, pika_spec.Basic.Nack))
 
     def exchange_declare(self, name: str, kind: str, durable: bool = True, arguments: dict | None = None) -> Deferred[Any]:
         return self._channel.exchange_declare(
@@ -170,19 +205,15 @@ class PikaChannel:
     def publish(
         self, exchange: str, routing_key: str, body: bytes, properties: Properties, mandatory: bool = False
     ) -> Deferred[Any]:
-        d = self._channel.basic_publish(
-            exchange=exchange, routing_key=routing_key, body=body,
-            properties=_to_pika(properties), mandatory=mandatory,
+        impl = self._impl
+        if not impl.is_open:
+            return fail(ConnectionError("channel closed"))
+        connection = impl.connection
+        frames = publish_frames(
+            impl.channel_number, exchange, routing_key, mandatory, properties, body, connection._body_max_length
         )
-        return d.addErrback(self._publish_failed)
-
-    @staticmethod
-    def _publish_failed(failure: Any) -> Any:
-        if failure.check(pika_errors.UnroutableError):
-            raise PublishReturned("the broker returned the message: nothing routes it")
-        if failure.check(pika_errors.NackError):
-            raise PublishRefused("the broker refused the message (basic.nack)")
-        return failure
+        connection._output_marshaled_frames((frames,))
+        return self._confirms.expect() if self._confirming else succeed(None)
 
     def get(self, queue: str) -> Deferred[RawDelivery | None]:
         def wrap(result: Any) -> RawDelivery | None:
@@ -192,14 +223,16 @@ class PikaChannel:
 
         return self._channel.basic_get(queue=queue, auto_ack=False).addCallback(wrap)
 
-    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
+    def ack(self, delivery_tag: int) -> None:
+        self.acks.ack(delivery_tag)
 
     def nack(self, delivery_tag: int, requeue: bool = True) -> None:
         self._channel.basic_nack(delivery_tag=delivery_tag, requeue=requeue)
+        self.acks.settled(delivery_tag)
 
     def close(self) -> Deferred[Any]:
         if self._channel.is_open:
+            self.acks.flush()
             self._channel.close()
         return self.closed if not self.closed.called else succeed(None)
 
@@ -210,6 +243,7 @@ class PikaConnection(ConnectionWatch, TwistedProtocolConnection):
 
     def __init__(self, parameters: pika.ConnectionParameters, reactor: IBusReactor) -> None:
         super().__init__(parameters, custom_reactor=reactor)
+        self._channels: set[PikaChannel] = set()
         self._watch_start(reactor)
         # pika's connection reads every frame through this one method; the adapter
         # object is made inside pika's constructor, so the guard is set on it here.
@@ -231,10 +265,18 @@ class PikaConnection(ConnectionWatch, TwistedProtocolConnection):
             self._watch_lost(reason)
 
     def channel(self, channel_number: int | None = None) -> Deferred[PikaChannel]:
-        return super().channel(channel_number).addCallback(PikaChannel)
+        return super().channel(channel_number).addCallback(self._wrap_channel)
+
+    def _wrap_channel(self, channel: TwistedChannel) -> PikaChannel:
+        wrapper = PikaChannel(channel, self._watch_clock)
+        self._channels.add(wrapper)
+        wrapper.closed.addBoth(lambda _: self._channels.discard(wrapper))
+        return wrapper
 
     def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> Any:
         if self.transport is not None and not self._impl.is_closed and not self._impl.is_closing:
+            for channel in list(self._channels):
+                channel.acks.flush()  # the acks asked for go out before the goodbye
             super().close(reply_code, reply_text)
         return self.when_lost()
 

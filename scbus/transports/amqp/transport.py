@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from ... import codec
 from ...errors import EncodeError, MalformedMessage, NotRunning, TransportError
-from ...interfaces import ITransport
+from ...interfaces import IReadyDeliveries, ITransport
 from ...message import Message
 from ...reactors import IBusReactor, running_reactor
 from ..setaside import SetAsideMessage
@@ -53,7 +53,7 @@ log = Logger()
 
 
 
-@implementer(ITransport)
+@implementer(ITransport, IReadyDeliveries)
 class AMQPTransport(Service):
     """
     RabbitMQ through a deferred-based client behind L{client.IAMQPChannel}.
@@ -349,6 +349,10 @@ class AMQPTransport(Service):
         self._pauses.observe(observer)
 
     # --- retrieving ---------------------------------------------------------------------------
+
+    def take_ready(self, app_name: str) -> AMQPDelivery | None:
+        app = self._apps.get(app_name)
+        return app.take_ready() if app is not None else None
 
     def retrieve(self, app_name: str) -> Deferred[AMQPDelivery]:
         app = self._apps.get(app_name)

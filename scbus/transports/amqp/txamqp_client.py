@@ -23,7 +23,9 @@ from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
 
 from ...reactors import IBusReactor
-from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, PublishRefused, PublishReturned, RawDelivery
+from .acks import CoalescedAcks
+from .confirms import PublishConfirms
+from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, RawDelivery
 from .settings import AMQPSettings
 from .txamqp_compat import UNDECODABLE, FixedClient, FixedCodec
 from .txamqp_spec import DEFAULT_SPEC, load_spec
@@ -119,6 +121,12 @@ class _Consumer:
     def get(self) -> Deferred[RawDelivery]:
         return self._queue.get().addCallback(self._channel._delivery)
 
+    def take(self) -> RawDelivery | None:
+        pending = self._queue.pending
+        if not pending or pending[0] is TimeoutDeferredQueue.END:
+            return None  # (the end mark stays: get() reports the close)
+        return self._channel._delivery(pending.pop(0))
+
     def cancel(self) -> Deferred[list[RawDelivery]]:
         async def cancelled() -> list[RawDelivery]:
             await self._channel._call("basic_cancel", consumer_tag=self.tag)
@@ -137,9 +145,8 @@ class TxChannel:
         self.closed: Deferred[Any] = Deferred()
         self._open = True
         self._confirming = False
-        self._sequence = 0
-        self._unconfirmed: dict[int, Deferred[None]] = {}
-        self._returned = False
+        self._confirms = PublishConfirms()
+        self.acks = CoalescedAcks(self._write_ack, connection._watch_clock)
         self._consumers: dict[str, Any] = {}
 
     @property
@@ -151,9 +158,8 @@ class TxChannel:
             return
         self._open = False
         error = reason if isinstance(reason, Exception) else ConnectionError(str(reason))
-        pending, self._unconfirmed = self._unconfirmed, {}
-        for d in pending.values():
-            d.errback(error)
+        self.acks.discard()
+        self._confirms.fail_all(error)
         for queue in self._consumers.values():
             queue.close()
         self.closed.callback(reason)
@@ -218,26 +224,10 @@ class TxChannel:
         self._channel.basic_publish(
             exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=_to_content(body, properties)
         ).addErrback(_closed_meanwhile)
-        if not self._confirming:
-            return succeed(None)
-        self._sequence += 1
-        d: Deferred[None] = Deferred()
-        self._unconfirmed[self._sequence] = d
-        return d
+        return self._confirms.expect() if self._confirming else succeed(None)
 
     def _confirmed(self, tag: int, multiple: bool, refused: bool) -> None:
-        tags = sorted(t for t in self._unconfirmed if t <= tag) if multiple else [tag]
-        for t in tags:
-            d = self._unconfirmed.pop(t, None)
-            if d is None:
-                continue
-            if refused:
-                d.errback(PublishRefused("the broker refused the message (basic.nack)"))
-            elif self._returned:
-                self._returned = False
-                d.errback(PublishReturned("the broker returned the message: nothing routes it"))
-            else:
-                d.callback(None)
+        self._confirms.answer(tag, multiple, refused)
 
     def get(self, queue: str) -> Deferred[RawDelivery | None]:
         def wrap(reply: Any) -> RawDelivery | None:
@@ -247,17 +237,23 @@ class TxChannel:
 
         return self._call("basic_get", queue=queue, no_ack=False).addCallback(wrap)
 
-    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    def ack(self, delivery_tag: int) -> None:
+        if self._open:
+            self.acks.ack(delivery_tag)
+
+    def _write_ack(self, delivery_tag: int, multiple: bool) -> None:
         if self._open:
             self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple).addErrback(_closed_meanwhile)
 
     def nack(self, delivery_tag: int, requeue: bool = True) -> None:
         if self._open:
             self._channel.basic_nack(delivery_tag=delivery_tag, multiple=False, requeue=requeue).addErrback(_closed_meanwhile)
+            self.acks.settled(delivery_tag)
 
     def close(self) -> Deferred[Any]:
         if not self._open:
             return succeed(None)
+        self.acks.flush()
         d = self._channel.channel_close(reply_code=200, reply_text="closed by scbus", class_id=0, method_id=0)
 
         def done(_: Any) -> None:
@@ -333,7 +329,7 @@ class TxConnection(ConnectionWatch, FixedClient):
     def _returned(self, channel_id: int) -> None:
         wrapper = self._wrappers.get(channel_id)
         if wrapper is not None:
-            wrapper._returned = True
+            wrapper._confirms.returned()
 
     def _consumer_cancelled(self, tag: str) -> None:
         queue = self.queues.get(tag)
@@ -342,6 +338,8 @@ class TxConnection(ConnectionWatch, FixedClient):
 
     def close(self, reason: Any = None, within: Any = None) -> Any:
         if reason is None and within is None:
+            for wrapper in list(self._wrappers.values()):
+                wrapper.acks.flush()  # the acks asked for go out before the goodbye
             # the seam's close: say goodbye properly, give the broker 2 s to answer
             super().close(None, 2)
             return self.when_lost()
