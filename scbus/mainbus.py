@@ -367,9 +367,12 @@ class MainMessageBus(Service):
 
     def _got_delivery(self, delivery: IDelivery, app: _App, waiter: Deferred[Any]) -> None:
         app.waiting.discard(waiter)
+        if self._take_ready is not None and app.pump_call is None:
+            # A client hands over deliveries one by one as it reads them: the ones that
+            # came with this one are taken at the end of the reactor turn, in one pump,
+            # without a Deferred each.
+            app.pump_call = self._reactor.callLater(0, self._pump_later, app)
         self._handle_delivery(delivery, app)
-        if self._take_ready is not None:
-            self._pump(app)  # take what arrived with it, and wait again
 
     def _handle_delivery(self, delivery: IDelivery, app: _App) -> None:
         if app.paused or self._stopping:

@@ -89,3 +89,44 @@ def test_a_usual_publish_is_one_write_of_three_frames():
     assert kinds == [1, 2, 3]  # method, content header, body
     with pytest.raises(pika.exceptions.ShortStringTooLong):
         publish_frames(3, "x", "", False, Properties(type="t" * 256), b"", 10)
+
+
+# txAMQP writes the usual publish (no header table) the same way: its own frames are the
+# oracle there.
+
+text_or_none = st.one_of(st.none(), st.text(max_size=60))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    channel=st.integers(1, 2000),
+    exchange=st.text(max_size=40),
+    mandatory=st.booleans(),
+    props=st.builds(
+        Properties,
+        content_type=text_or_none, delivery_mode=st.one_of(st.none(), st.integers(0, 255)),
+        message_id=text_or_none, correlation_id=text_or_none,
+        timestamp=st.one_of(st.none(), st.integers(0, 2**63)), type=text_or_none, app_id=text_or_none,
+        reply_to=text_or_none,
+    ),
+    body=st.binary(max_size=200),
+    frame_max=st.integers(9, 80),
+)
+def test_the_bytes_are_txamqps_for_a_publish_without_headers(channel, exchange, mandatory, props, body, frame_max):
+    pytest.importorskip("txamqp")
+    from txamqp.connection import Frame
+    from txamqp.content import Content
+
+    from scbus.transports.amqp.txamqp_client import _to_content
+    from scbus.transports.amqp.txamqp_compat import FixedChannel, FixedClient, FixedMethod
+    from scbus.transports.amqp.txamqp_spec import load_spec
+
+    spec = load_spec()
+    publish = spec.classes.byname["basic"].methods.byname["publish"]
+    frames: list = [Frame(channel, FixedMethod(publish, 0, exchange, "", mandatory, False))]
+    content: Content = _to_content(body, props)
+    stand_in = SimpleNamespace(id=channel, client=SimpleNamespace(MAX_LENGTH=frame_max))
+    FixedChannel.write_content(stand_in, publish.klass, content, SimpleNamespace(put=frames.append))
+    packer = SimpleNamespace(spec=spec, FRAME_END=spec.constants.bypyname["frame_end"].id)
+    theirs = b"".join(FixedClient._pack_frame(packer, f) for f in frames)
+    assert publish_frames(channel, exchange, "", mandatory, props, body, frame_max - 8) == theirs

@@ -84,7 +84,8 @@ def test_confirms_with_multiple_resolve_every_earlier_publish():
 
     from twisted.internet.task import Clock
 
-    channel = TxChannel(connection=SimpleNamespace(_watch_clock=Clock()), channel=_FakeChannel())
+    connection = SimpleNamespace(_watch_clock=Clock(), outgoing=SimpleNamespace(pending=[]), transport=None)
+    channel = TxChannel(connection=connection, channel=_FakeChannel())
     channel._confirming = True
     from scbus.transports.amqp.client import Properties, PublishRefused, PublishReturned
 

@@ -39,6 +39,7 @@ _TIMESTAMP = 1 << 6
 _TYPE = 1 << 5
 _APP_ID = 1 << 3
 
+_DELIVERY_MODES = (b"\x00", b"\x01", b"\x02")
 _pack_frame_head = struct.Struct(">BHI").pack
 _pack_header_head = struct.Struct(">HxxQ").pack
 _pack_flags = struct.Struct(">H").pack
@@ -55,6 +56,20 @@ def _short(value: Any) -> bytes:
     if len(encoded) > 255:
         raise pika_errors.ShortStringTooLong(encoded)
     return bytes((len(encoded),)) + encoded
+
+
+#: Short strings that repeat (content types, type names), encoded once.
+_SHORTS: dict[str, bytes] = {}
+_SHORTS_LIMIT = 4096
+
+
+def _short_repeated(value: Any) -> bytes:
+    encoded = _SHORTS.get(value) if isinstance(value, str) else None
+    if encoded is None:
+        encoded = _short(value)
+        if isinstance(value, str) and len(_SHORTS) < _SHORTS_LIMIT:
+            _SHORTS[value] = encoded
+    return encoded
 
 
 def _method_frame(channel_number: int, exchange: str, routing_key: str, mandatory: bool) -> bytes:
@@ -83,13 +98,13 @@ def encode_properties(p: Any) -> bytes:
     pieces: list[bytes] = []
     if p.content_type is not None:
         flags |= _CONTENT_TYPE
-        pieces.append(_short(p.content_type))
+        pieces.append(_short_repeated(p.content_type))
     if p.headers is not None:
         flags |= _HEADERS
         pika_data.encode_table(pieces, p.headers)
     if p.delivery_mode is not None:
         flags |= _DELIVERY_MODE
-        pieces.append(struct.pack("B", p.delivery_mode))
+        pieces.append(_DELIVERY_MODES[p.delivery_mode] if 0 <= p.delivery_mode <= 2 else struct.pack("B", p.delivery_mode))
     if p.correlation_id is not None:
         flags |= _CORRELATION_ID
         pieces.append(_short(p.correlation_id))
@@ -104,7 +119,7 @@ def encode_properties(p: Any) -> bytes:
         pieces.append(_pack_timestamp(p.timestamp))
     if p.type is not None:
         flags |= _TYPE
-        pieces.append(_short(p.type))
+        pieces.append(_short_repeated(p.type))
     if p.app_id is not None:
         flags |= _APP_ID
         pieces.append(_short(p.app_id))
