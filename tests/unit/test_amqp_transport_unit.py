@@ -51,3 +51,28 @@ def test_a_synchronous_client_sets_up_delivers_publishes_and_acks_in_order():
         ("publish", 1), ("ack", 1), ("publish", 2), ("ack", 2), ("publish", 3), ("ack", 3)
     ]
     assert all(e[1] == "scbus.type.unit.amqp.Shipped" for e in events if e[0] == "publish")
+
+
+def test_deliveries_that_arrive_together_are_taken_with_one_waiting_retrieve():
+    clock = Clock()
+    connection = FakeConnection()
+    bus, app = fake_bus(clock, connection)
+    consumer = app.consumer
+    gets = []
+    original_get = consumer.get
+    consumer.get = lambda: gets.append(1) or original_get()
+    assert len(app.waiters) == 1  # not one per in-flight slot
+
+    def raw(tag):
+        return RawDelivery(app.channel, tag, False, "", "", Properties(content_type="application/json"),
+                           codec.encode(Order(n=tag)))
+
+    # A client hands deliveries over one by one as it reads them from one chunk of data.
+    for tag in range(1, 6):
+        app.channel.deliveries.put(raw(tag))
+    clock.advance(0)
+    acked = [e[1] for e in connection.log if e[0] == "ack"]
+    assert acked == [1, 2, 3, 4, 5]
+    assert bus.apps["shop"].counters.acked == 5
+    # the first woke the waiting retrieve; the other four were taken without one each
+    assert len(gets) == 1 and len(app.waiters) == 1
