@@ -332,7 +332,6 @@ class ApplicationMessageBus:
         attempt: int = 1,
     ) -> list[Message] | Deferred[list[Message]]:
         captured = CapturedLog()
-        failed_args = (captured, handler, args, message, interval, attempt)
         if self._pool is not None:
             self._running_in_pool += 1
             d = deferToThreadPool(
@@ -340,23 +339,27 @@ class ApplicationMessageBus:
             )
             d.addBoth(self._left_pool)
         else:
-            started = self._reactor.seconds()
+            limit = self.time_limit
+            started = self._reactor.seconds() if limit is not None else 0.0
             try:
                 result = run_capturing(captured, self._call, handler, args)
             except BaseException as e:
                 if not isinstance(e, Exception):
                     raise
-                return self._attempt_failed(Failure(), *failed_args)
-            if not isinstance(result, Deferred):
-                took = self._reactor.seconds() - started
-                if self.time_limit is not None and took > self.time_limit:
+                return self._attempt_failed(Failure(), captured, handler, args, message, interval, attempt)
+            # _call answers a list, or a Deferred of one (type() is far cheaper than an
+            # isinstance check against Deferred, an abstract base class).
+            if type(result) is list:
+                took = self._reactor.seconds() - started if limit is not None else 0.0
+                if limit is not None and took > limit:
                     late = HandlerTimeout(
-                        f"the handler ran {took:.3f}s, past its time limit of {self.time_limit}s "
+                        f"the handler ran {took:.3f}s, past its time limit of {limit}s "
                         "(it blocked the reactor: give the app threads)"
                     )
-                    return self._attempt_failed(Failure(late), *failed_args)
+                    return self._attempt_failed(Failure(late), captured, handler, args, message, interval, attempt)
                 return self._finished(result, message)
             d = result
+        failed_args = (captured, handler, args, message, interval, attempt)
         if self.time_limit is not None:
             d.addTimeout(self.time_limit, self._reactor, onTimeoutCancel=self._timed_out)
         d.addCallbacks(self._finished, self._attempt_failed, callbackArgs=(message,), errbackArgs=failed_args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 import reprlib
 from typing import Any
 
@@ -68,6 +69,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _decoder = json.JSONDecoder(
     parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
 )
+# The decoder's scanner, called directly for a body that is one value with nothing
+# around it (every body scbus writes): JSONDecoder.decode adds two regex matches and two
+# Python frames per body. Anything else, errors included, goes through decode() itself,
+# so the text of every refusal is the decoder's own.
+_scan_once = _decoder.scan_once  # type: ignore[attr-defined]
+
+
+def _make_one_shot_encoder() -> Any:
+    """
+    The C encoder JSONEncoder.encode builds anew for every call, built once: a third of
+    the cost of encoding a small message. No circular-reference markers: a failure is
+    encoded again by C{_encoder} to get its own error text. None without the C module.
+    """
+    if c_make_encoder is None:
+        return None
+    try:
+        return c_make_encoder(
+            None, _encoder.default, encode_basestring, None, _encoder.key_separator,
+            _encoder.item_separator, False, False, False,
+        )
+    except TypeError:  # another signature: JSONEncoder.encode is the reference anyway
+        return None
+
+
+_one_shot_encoder = _make_one_shot_encoder()
 
 
 def encode(message: Message, max_size: int | None = None) -> bytes:
@@ -77,12 +103,32 @@ def encode(message: Message, max_size: int | None = None) -> bytes:
     error can still be handled, rather than setting it aside at the receiver.
     """
     try:
-        body = _encoder.encode(message.to_dict()).encode("utf-8")
+        body = _dumps(message.to_dict()).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as e:
         raise EncodeError(f"{message.wire_name}: cannot encode as JSON: {e}") from None
     if max_size is not None and len(body) > max_size:
         raise EncodeError(f"{message.wire_name}: {len(body)} bytes is over the limit of {max_size}")
     return body
+
+
+def _dumps(envelope: dict[str, Any]) -> str:
+    """C{_encoder.encode(envelope)}, through the encoder built once when it can."""
+    if _one_shot_encoder is not None:
+        try:
+            return "".join(_one_shot_encoder(envelope, 0))
+        except Exception:
+            pass
+    return _encoder.encode(envelope)
+
+
+def _parse(text: str) -> Any:
+    try:
+        value, end = _scan_once(text, 0)
+        if end == len(text):
+            return value
+    except Exception:
+        pass
+    return _decoder.decode(text)
 
 
 def _nesting_exceeds(value: Any, limit: int) -> bool:
@@ -119,7 +165,7 @@ def _load(body: bytes, max_size: int | None, max_nesting: int | None) -> Any:
     except UnicodeDecodeError as e:
         raise MalformedMessage(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
     try:
-        value = _decoder.decode(text)
+        value = _parse(text)
     except json.JSONDecodeError as e:
         raise MalformedMessage(
             f"body is not JSON: {e.msg} at line {e.lineno} column {e.colno}"

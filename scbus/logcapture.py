@@ -120,10 +120,10 @@ def run_capturing(captured: CapturedLog, fn: Callable[..., T], *args: Any) -> T:
     Call C{fn(*args)} in a fresh copy of the current context whose log records go to
     C{captured}. Coroutines started inside (L{Deferred.fromCoroutine}) keep capturing.
     """
-    install()
-    return contextvars.copy_context().run(_call_with, captured, fn, args)
-
-
-def _call_with(captured: CapturedLog, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    _current.set(captured)
-    return fn(*args)
+    if not _installed:
+        install()
+    # Two calls into C rather than a Python frame that sets the variable: this runs
+    # once per handler call.
+    context = contextvars.copy_context()
+    context.run(_current.set, captured)
+    return context.run(fn, *args)

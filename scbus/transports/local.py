@@ -23,13 +23,20 @@ from zope.interface import implementer
 from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
 from ..interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
-from ..message import HeartbeatResponseMessage, Message, lookup
+from ..message import HeartbeatResponseMessage, Message, Snapshot, from_snapshot, lookup, snapshot
 from ..reactors import running_reactor
 from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
 
 __all__ = ["LocalTransport", "LocalDelivery"]
 
 log = Logger()
+
+#: A queue shorter than this keeps, beside each body, a snapshot of the message's values
+#: when decoding would give them back unchanged: the receiver's copy is then built from it
+#: without decoding. Deeper queues keep bodies alone, so memory stays bounded.
+SNAPSHOT_DEPTH = 1000
+
+_Entry = tuple[bytes, bool, "Snapshot | None"]
 
 
 @implementer(IDelivery)
@@ -74,7 +81,7 @@ class _Queue:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ready: deque[tuple[bytes, bool]] = deque()
+        self.ready: deque[_Entry] = deque()
         self.unacked: dict[int, LocalDelivery] = {}
         self.waiters: deque[Deferred[LocalDelivery]] = deque()
         self.types: set[type[Message]] = set()
@@ -147,7 +154,7 @@ class LocalTransport(Service):
             pending = sorted(queue.unacked.values(), key=lambda d: d.tag, reverse=True)
             queue.unacked.clear()
             for delivery in pending:
-                queue.ready.appendleft((delivery.body, True))
+                queue.ready.appendleft((delivery.body, True, None))
             count += len(pending)
             self._wake(queue)
         return count
@@ -173,7 +180,16 @@ class LocalTransport(Service):
         body = codec.encode(message, self.max_message_size)
         if self.sent is not None:
             self.sent.append(message)
-        self._route(type(message), body)
+        targets = self._routes.get(type(message))
+        if targets and len(targets) == 1:
+            # The common case, inline: one app takes this type.
+            queue = targets[0]
+            ready = queue.ready
+            ready.append((body, False, snapshot(message) if len(ready) < SNAPSHOT_DEPTH else None))
+            if queue.waiters:
+                self._wake(queue)
+            return
+        self._route(type(message), body, snapshot(message))
 
     def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
         if self._stopped:
@@ -192,8 +208,8 @@ class LocalTransport(Service):
         return succeed(None)
 
     def take_ready(self, app_name: str) -> LocalDelivery | None:
-        queue = self._queue(app_name)
-        return None if queue.waiters else self._next_delivery(queue)
+        queue = self._queues.get(app_name) or self._queue(app_name)
+        return None if queue.waiters or not queue.ready else self._next_delivery(queue)
 
     def retrieve(self, app_name: str) -> Deferred[LocalDelivery]:
         delivery = self.take_ready(app_name)
@@ -228,7 +244,7 @@ class LocalTransport(Service):
             if entry.id == entry_id:
                 store.remove(entry)
                 if kind == DEAD and entry.app_name in self._queues:
-                    self._enqueue(self._queues[entry.app_name], entry.body, False)
+                    self._enqueue(self._queues[entry.app_name], entry.body, None)
                     return succeed(True)
                 return self.publish_raw(entry.body, entry.type_name).addCallback(lambda _: True)
         return succeed(False)
@@ -272,7 +288,7 @@ class LocalTransport(Service):
             self._routes[message_type] = targets
         return targets
 
-    def _route(self, message_type: type[Message], body: bytes) -> None:
+    def _route(self, message_type: type[Message], body: bytes, taken: Snapshot | None = None) -> None:
         targets = self._targets(message_type)
         if not targets:
             if issubclass(message_type, HeartbeatResponseMessage):
@@ -280,7 +296,7 @@ class LocalTransport(Service):
             self._keep_unrouted(body, message_type.wire_name)
             return
         for queue in targets:
-            self._enqueue(queue, body, False)
+            self._enqueue(queue, body, taken)
 
     def _keep_unrouted(self, body: bytes, type_name: str) -> None:
         entry = SetAsideMessage(
@@ -294,8 +310,8 @@ class LocalTransport(Service):
             id=entry.id,
         )
 
-    def _enqueue(self, queue: _Queue, body: bytes, redelivered: bool) -> None:
-        queue.ready.append((body, redelivered))
+    def _enqueue(self, queue: _Queue, body: bytes, taken: Snapshot | None) -> None:
+        queue.ready.append((body, False, taken if len(queue.ready) < SNAPSHOT_DEPTH else None))
         if queue.waiters:
             self._wake(queue)
 
@@ -320,12 +336,20 @@ class LocalTransport(Service):
 
     def _next_delivery(self, queue: _Queue) -> LocalDelivery | None:
         while queue.ready:
-            body, redelivered = queue.ready.popleft()
-            try:
-                message = codec.decode(body, self.max_message_size, self.max_nesting)
-            except DecodeError as e:
-                self._dead_letter(body, e, codec.peek_type(body), queue.name)
-                continue
+            body, redelivered, taken = queue.ready.popleft()
+            message = None
+            if taken is not None and self.max_nesting >= 2 and (
+                self.max_message_size is None or len(body) <= self.max_message_size
+            ):
+                # What decoding would give (an envelope and a flat data object nest two
+                # deep; the size was checked at sending), without decoding.
+                message = from_snapshot(taken)
+            if message is None:
+                try:
+                    message = codec.decode(body, self.max_message_size, self.max_nesting)
+                except DecodeError as e:
+                    self._dead_letter(body, e, codec.peek_type(body), queue.name)
+                    continue
             tag = next(self._tags)
             delivery = LocalDelivery(
                 self, queue.name, tag, body, message, redelivered, self._reactor.seconds()
@@ -351,7 +375,7 @@ class LocalTransport(Service):
                 )
             )
         if requeue:
-            queue.ready.appendleft((delivery.body, True))
+            queue.ready.appendleft((delivery.body, True, None))
             self._wake(queue)
         return succeed(None)
 
