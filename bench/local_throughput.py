@@ -163,11 +163,14 @@ GOALS = {"noop_msgs_per_s": 100_000, "chain_vs_plain_json": 0.7}
 
 def summary(results: dict) -> list[str]:
     noop, chain = results["noop"]["bus_msgs_per_s"], results["chain"]["bus_vs_plain_json"]
+    # The same figures from CPU time, which other work on a shared machine disturbs less.
+    noop_cpu = round(1e6 / results["noop"]["cpu_us_per_message"]["bus"])
+    chain_cpu = results["chain"]["bus_vs_plain_json_cpu"]
     return [
         f"noop bus msg/s {noop:>10,} (goal >= {GOALS['noop_msgs_per_s']:,}: "
-        f"{'met' if noop >= GOALS['noop_msgs_per_s'] else 'NOT met'})",
+        f"{'met' if noop >= GOALS['noop_msgs_per_s'] else 'NOT met'}; from CPU time {noop_cpu:,})",
         f"chain bus/plain+json {chain:>6} (goal >= {GOALS['chain_vs_plain_json']}: "
-        f"{'met' if chain >= GOALS['chain_vs_plain_json'] else 'NOT met'})",
+        f"{'met' if chain >= GOALS['chain_vs_plain_json'] else 'NOT met'}; from CPU time {chain_cpu})",
     ]
 
 
