@@ -14,6 +14,7 @@ from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
 
     from .message import Message
 
@@ -27,6 +28,8 @@ __all__ = [
     "ISetAside",
     "IReadyDeliveries",
     "IImmediateSend",
+    "IImmediateAck",
+    "IReportedSend",
 ]
 
 
@@ -181,4 +184,35 @@ class IImmediateSend(Interface):
         L{ITransport.send}, done by the time it returns. Raises
         L{scbus.errors.EncodeError} when the message cannot be encoded and
         L{scbus.errors.TransportError} when it cannot be sent.
+        """
+
+
+class IImmediateAck(Interface):
+    """
+    Optional, beside L{ITransport}: a transport that takes an acknowledgement when the
+    call returns (written, or to be written at the end of the reactor turn) lets the bus
+    settle a delivery without a Deferred per ack.
+    """
+
+    def ack_now(delivery: IDelivery) -> None:
+        """
+        L{IDelivery.ack} of one of this transport's deliveries, taken by the time it
+        returns. Raises L{scbus.errors.TransportError} when it cannot be taken (the
+        message will come again).
+        """
+
+
+class IReportedSend(Interface):
+    """
+    Optional, beside L{ITransport}: L{ITransport.send} with its outcome passed to a
+    callable instead of a Deferred, for a transport whose sends finish later (when the
+    broker confirms): the bus's path for a handler with one result then builds no
+    Deferred chain per message.
+    """
+
+    def send_reported(message: Message, report: Callable[[Failure | None], object]) -> None:
+        """
+        L{ITransport.send}; C{report} is called exactly once, maybe before this returns:
+        with None once the message is sent, or with a Failure of
+        L{scbus.errors.EncodeError} or L{scbus.errors.TransportError}.
         """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from functools import partial
 from typing import Any, cast
 
 from twisted.application.service import Service
@@ -25,7 +26,7 @@ from .appbus import ApplicationMessageBus, Subscriptions
 from .appstate import AppCounters
 from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
-from .interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
+from .interfaces import IDelivery, IImmediateAck, IImmediateSend, IReadyDeliveries, IReportedSend, ITransport
 from .message import Message
 from .reactors import running_reactor
 
@@ -36,6 +37,9 @@ log = Logger()
 #: Deliveries taken synchronously in one go before yielding to the reactor, so a deep
 #: in-memory queue cannot starve timers, the console or other apps.
 PUMP_BUDGET = 64
+
+#: What L{MainMessageBus._handle} answers when the transport reports the outcome itself.
+_REPORTED: Any = object()
 
 #: Default seconds a delivery may stay in flight before its app counts as stuck.
 STUCK_AFTER = 300.0
@@ -115,9 +119,17 @@ class MainMessageBus(Service):
         self._take_ready: Callable[[str], IDelivery | None] | None = (
             None if ready is None else ready.take_ready
         )
+        immediate_ack = IImmediateAck(transport, None)
+        self._ack_now: Callable[[IDelivery], None] | None = (
+            immediate_ack.ack_now if immediate_ack is not None else None
+        )
         immediate = IImmediateSend(transport, None)
         self._send_now: Callable[[Message], None] | None = (
             None if immediate is None else immediate.send_now
+        )
+        reported = IReportedSend(transport, None)
+        self._send_reported: Callable[[Message, Callable[[Failure | None], object]], None] | None = (
+            reported.send_reported if reported is not None and self._send_now is None else None
         )
         self.grace_period = grace_period
         self._reactor = reactor
@@ -393,6 +405,8 @@ class MainMessageBus(Service):
             # acknowledge now, with one Deferred (the transport's) instead of a chain.
             self._ack_then_finish(app, delivery)
             return
+        if d is _REPORTED:
+            return  # _result_reported settles it
         d.addBoth(self._settle, app, delivery)
 
     def _settle(self, outcome: Any, app: _App, delivery: IDelivery) -> None:
@@ -417,7 +431,27 @@ class MainMessageBus(Service):
             return fail(_UnexpectedType())
         if isinstance(result, Deferred):
             return result.addCallback(self._send_results, app, delivery)
+        if len(result) == 1 and self._send_reported is not None:
+            return self._send_one_reported(result[0], app, delivery)
         return self._send_results(result, app, delivery)
+
+    def _send_one_reported(self, message: Message, app: _App, delivery: IDelivery) -> Any:
+        """The usual case over a broker, one result: settled when the transport reports, no chain."""
+        if self._abandoned:
+            raise _Abandoned()
+        if self.observers:
+            self._notify(app, delivery, [message])
+        assert self._send_reported is not None
+        self._send_reported(message, partial(self._result_reported, message, app, delivery))
+        return _REPORTED
+
+    def _result_reported(self, message: Message, app: _App, delivery: IDelivery, outcome: Failure | None) -> None:
+        if outcome is None:
+            self._ack_then_finish(app, delivery)
+        elif outcome.check(EncodeError):
+            self._unsendable(outcome, message, app, delivery).addBoth(self._settle, app, delivery)
+        else:
+            self._settle(outcome, app, delivery)
 
     def _reject_unexpected(self, app: _App, delivery: IDelivery) -> Deferred[Any]:
         # It decoded, but as a type this app does not take (published under another
@@ -489,6 +523,13 @@ class MainMessageBus(Service):
 
     def _ack_then_finish(self, app: _App, delivery: IDelivery) -> None:
         app.counters.acked += 1
+        if self._ack_now is not None:
+            try:
+                self._ack_now(delivery)
+            except Exception:
+                self._ack_failed(Failure(), app, delivery)
+            self._finished(None, app, delivery)
+            return
         try:
             d = delivery.ack()
         except Exception:

@@ -22,6 +22,7 @@ class Order(Message, wire_name="unit.amqp.Order"):
 
 class Shipped(Message, wire_name="unit.amqp.Shipped"):
     n: int
+    note: str = ""
 
 
 def fake_bus(clock, connection):
@@ -76,3 +77,47 @@ def test_deliveries_that_arrive_together_are_taken_with_one_waiting_retrieve():
     assert bus.apps["shop"].counters.acked == 5
     # the first woke the waiting retrieve; the other four were taken without one each
     assert len(gets) == 1 and len(app.waiters) == 1
+
+
+def one_order_handled(clock, transport, handler):
+    """A bus with one app ("shop") running C{handler}; Order(n=1) delivered with tag 1."""
+    bus = MainMessageBus("unit", transport, reactor=clock)
+    subs = {Order: handler}
+    bus.add_app("shop", ApplicationMessageBus("shop", subs, reactor=clock), subs)
+    bus.startService()
+    clock.advance(0)
+    channel = transport._apps["shop"].channel
+    channel.deliveries.put(RawDelivery(channel, 1, False, "", "", Properties(content_type="application/json"),
+                                       codec.encode(Order(n=1))))
+    clock.advance(0)
+    return bus
+
+
+def test_an_ack_on_a_channel_gone_meanwhile_is_not_counted_and_frees_the_slot():
+    clock = Clock()
+    connection = FakeConnection()
+    transport = connected_transport(connection, clock)
+
+    def handler(message):
+        transport._apps["shop"].channel = None  # its channel closed while it was handled
+        return Shipped(n=message.n)
+
+    bus = one_order_handled(clock, transport, handler)
+    assert [e[0] for e in connection.log if e[0] in ("publish", "ack")] == ["publish"]  # no ack on a dead channel
+    assert bus.apps["shop"].counters.acked == 0
+    assert bus._apps["shop"].in_flight == {}
+
+
+def test_a_result_too_big_to_send_is_reported_as_the_apps_error_and_the_delivery_acknowledged():
+    clock = Clock()
+    connection = FakeConnection()
+    transport = connected_transport(connection, clock)
+    transport.settings.max_message_size = 2000
+    bus = one_order_handled(clock, transport, lambda m: Shipped(n=m.n, note="x" * 5000))
+    events = [e for e in connection.log if e[0] in ("publish", "ack")]
+    assert [e[0] for e in events] == ["publish", "ack"]
+    report = events[0][2]
+    assert report.wire_name == "scbus.AppErrorOccurred" and report.error_type == "scbus.errors.EncodeError"
+    assert events[1][1] == 1
+    counters = bus.apps["shop"].counters
+    assert counters.acked == 1 and bus._apps["shop"].in_flight == {}

@@ -12,6 +12,7 @@ from zope.interface.verify import verifyClass, verifyObject
 
 from scbus.interfaces import (
     IControlPlane,
+    IImmediateAck,
     IImmediateSend,
     IMessageTransport,
     IQueueStatistics,
@@ -46,7 +47,7 @@ def amqp_transport() -> AMQPTransport:
     "make, extra",
     [
         (lambda: LocalTransport(MemoryReactorClock()), (IReadyDeliveries, IImmediateSend)),
-        (amqp_transport, ()),
+        (amqp_transport, (IReadyDeliveries, IImmediateAck)),
     ],
     ids=["local", "amqp"],
 )

@@ -56,15 +56,22 @@ class AMQPDelivery:
         return channel
 
     def ack(self) -> Deferred[None]:
+        try:
+            self.ack_now()
+        except TransportError:
+            return fail()
+        return succeed(None)
+
+    def ack_now(self) -> None:
+        """L{ack}, without a Deferred (see L{IImmediateAck}). @raise TransportError: channel closed."""
         channel = self._channel()
         if channel is None:
-            return fail(TransportError(
+            raise TransportError(
                 f"{self.app_name}: the channel of delivery {self.raw.delivery_tag} is closed; "
                 "the broker delivers it again"
-            ))
+            )
         self._settled = True
         channel.ack(self.raw.delivery_tag)
-        return succeed(None)
 
     def release(self) -> Deferred[None]:
         channel = self._channel()

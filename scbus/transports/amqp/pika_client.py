@@ -47,6 +47,9 @@ class UndecodableProperties(pika.BasicProperties):
 
 
 _FRAME_END = bytes([pika_spec.FRAME_END])
+_CONTENT_HEADER = pika_spec.FRAME_HEADER
+_HEADER_SIZE = pika_spec.FRAME_HEADER_SIZE
+_pika_decode_frame = pika_frame.decode_frame
 
 
 def decode_frame(data: bytes) -> tuple[int, Any]:
@@ -60,8 +63,8 @@ def decode_frame(data: bytes) -> tuple[int, Any]:
     then comes back on the next one, and drops it again. Here it costs that one
     delivery, which the transport sets aside.
     """
-    if data[:1] != bytes([pika_spec.FRAME_HEADER]) or len(data) < pika_spec.FRAME_HEADER_SIZE:
-        return pika_frame.decode_frame(data)
+    if len(data) < _HEADER_SIZE or data[0] != _CONTENT_HEADER:
+        return _pika_decode_frame(data)
     _, channel_number, frame_size = struct.unpack_from(">BHL", data)
     frame_end = pika_spec.FRAME_HEADER_SIZE + frame_size + pika_spec.FRAME_END_SIZE
     if frame_end > len(data):

@@ -33,11 +33,18 @@ class Unencodable(TransportError):
 
 
 class Outgoing:
-    """One message to publish; C{d} fires when the broker confirmed it."""
+    """
+    One message to publish. Its outcome (None once the broker confirmed it, or a
+    Failure) goes once to C{report} when one is given, else fires C{d}: the bus's
+    hot path passes a callable and so builds no Deferred chain per message.
+    """
 
-    __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d", "deadline")
+    __slots__ = ("exchange", "routing_key", "body", "properties", "declare", "d", "report", "finished", "deadline")
 
-    def __init__(self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None) -> None:
+    def __init__(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties, declare: str | None,
+        report: Callable[[Failure | None], object] | None = None,
+    ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.body = body
@@ -45,8 +52,23 @@ class Outgoing:
         #: the wire name whose exchange must exist first, if any (then C{exchange} is
         #: that type's exchange)
         self.declare = declare
-        self.d: Deferred[None] = Deferred()
+        self.report = report
+        self.d: Deferred[None] | None = Deferred() if report is None else None
+        self.finished = False
         self.deadline = 0.0
+
+    def finish(self, outcome: Failure | None) -> None:
+        """The outcome, once: a late confirm after the sweep gave up is dropped."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.report is not None:
+            self.report(outcome)
+        elif self.d is not None:
+            if outcome is None:
+                self.d.callback(None)
+            else:
+                self.d.errback(outcome)
 
 
 def ensure_type_exchange(session: Session, wire_name: str) -> Deferred[None]:
@@ -117,13 +139,19 @@ class Publisher:
         if self._sweeper.running:
             self._sweeper.stop()
         while self._outbox:
-            self._outbox.popleft().d.errback(NotRunning("the transport stopped before this message was sent"))
+            self._outbox.popleft().finish(Failure(NotRunning("the transport stopped before this message was sent")))
 
     def send(self, out: Outgoing) -> Deferred[None]:
         """Publish now, or keep it until a session is ready; C{out.d}."""
+        assert out.d is not None, "an Outgoing with a report callable is submitted"
+        self.submit(out)
+        return out.d
+
+    def submit(self, out: Outgoing) -> None:
+        """Publish now, or keep it until a session is ready; the outcome goes to C{out.finish}."""
         if not self._accepting():
-            out.d.errback(NotRunning("the transport is stopped"))
-            return out.d
+            out.finish(Failure(NotRunning("the transport is stopped")))
+            return
         session = self._current()
         if session is not None and session.ready and not self._outbox:
             # (inline _dispatch: an exchange already declared is the usual case)
@@ -132,13 +160,12 @@ class Publisher:
             else:
                 self._dispatch(session, out)
         elif len(self._outbox) >= self._settings.send_buffer:
-            out.d.errback(TransportError(
+            out.finish(Failure(TransportError(
                 f"not connected to the broker and the send buffer is full "
                 f"({self._settings.send_buffer} messages waiting)"
-            ))
+            )))
         else:
             self._outbox.append(out)
-        return out.d
 
     def flush(self) -> None:
         """Publish what waits, in order, while a session is ready."""
@@ -178,8 +205,7 @@ class Publisher:
 
     def _confirmed(self, _: Any, out: Outgoing) -> None:
         self._unconfirmed.pop(id(out), None)
-        if not out.d.called:
-            out.d.callback(None)
+        out.finish(None)
 
     def _not_confirmed(self, failure: Failure, session: Session, out: Outgoing) -> None:
         self._unconfirmed.pop(id(out), None)
@@ -190,20 +216,19 @@ class Publisher:
         late = [out for out in self._unconfirmed.values() if out.deadline <= now]
         for out in late:
             self._unconfirmed.pop(id(out), None)
-            if not out.d.called:
-                out.d.errback(TransportError(
-                    f"the broker did not confirm within {self._settings.confirm_timeout}s"
-                ))
+            out.finish(Failure(TransportError(
+                f"the broker did not confirm within {self._settings.confirm_timeout}s"
+            )))
 
     def _failed(self, failure: Failure, session: Session, out: Outgoing) -> None:
-        if out.d.called:
+        if out.finished:
             return
         if failure.check(Unencodable):
-            out.d.errback(failure)
+            out.finish(failure)
         elif failure.check(PublishRefused, PublishReturned, DeclareFailed):
-            out.d.errback(TransportError(failure.getErrorMessage()))
+            out.finish(Failure(TransportError(failure.getErrorMessage())))
         elif not self._accepting():
-            out.d.errback(NotRunning("the transport stopped before the broker confirmed this message"))
+            out.finish(Failure(NotRunning("the transport stopped before the broker confirmed this message")))
         else:
             # The channel or connection went away before the confirm: send it again on
             # the next session (the broker may have it already: at least once).

@@ -18,8 +18,8 @@ import itertools
 import os
 import socket
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from ... import codec
 from ...errors import EncodeError, MalformedMessage, NotRunning, TransportError
-from ...interfaces import IReadyDeliveries, ITransport
+from ...interfaces import IDelivery, IImmediateAck, IReadyDeliveries, IReportedSend, ITransport
 from ...message import Message
 from ...reactors import IBusReactor, running_reactor
 from ..setaside import SetAsideMessage
@@ -53,7 +53,7 @@ log = Logger()
 
 
 
-@implementer(ITransport, IReadyDeliveries)
+@implementer(ITransport, IReadyDeliveries, IImmediateAck, IReportedSend)
 class AMQPTransport(Service):
     """
     RabbitMQ through a deferred-based client behind L{client.IAMQPChannel}.
@@ -350,6 +350,9 @@ class AMQPTransport(Service):
 
     # --- retrieving ---------------------------------------------------------------------------
 
+    def ack_now(self, delivery: IDelivery) -> None:
+        cast(AMQPDelivery, delivery).ack_now()
+
     def take_ready(self, app_name: str) -> AMQPDelivery | None:
         app = self._apps.get(app_name)
         return app.take_ready() if app is not None else None
@@ -365,12 +368,23 @@ class AMQPTransport(Service):
 
     def send(self, message: Message) -> Deferred[None]:
         try:
-            body = codec.encode(message, self.settings.max_message_size)
+            out = self._outgoing(message)
         except EncodeError:
             return fail()
-        properties = Properties(**topology.message_properties(message))
-        out = Outgoing(topology.type_exchange(message.wire_name), "", body, properties, message.wire_name)
         return self._publisher.send(out)
+
+    def send_reported(self, message: Message, report: Callable[[Failure | None], object]) -> None:
+        try:
+            out = self._outgoing(message, report)
+        except EncodeError:
+            report(Failure())
+            return
+        self._publisher.submit(out)
+
+    def _outgoing(self, message: Message, report: Callable[[Failure | None], object] | None = None) -> Outgoing:
+        body = codec.encode(message, self.settings.max_message_size)
+        properties = Properties(**topology.message_properties(message))
+        return Outgoing(topology.type_exchange(message.wire_name), "", body, properties, message.wire_name, report)
 
     def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
         body = bytes(body)
