@@ -90,7 +90,6 @@ class _App:
         self.ready = False
         self.paused = False
         self.pumping = False
-        self.pump_again = False
         self.pump_call: Any = None
         #: The app's counts: the app bus's, which this bus adds its delivery counts to.
         self.counters: AppCounters = bus.counters
@@ -328,7 +327,6 @@ class MainMessageBus(Service):
     def _pump(self, app: _App) -> None:
         if app.pumping or app.pump_call is not None:
             # (a pump scheduled for the next turn does it: this turn's budget is spent)
-            app.pump_again = True
             return
         app.pumping = True
         try:
@@ -339,7 +337,6 @@ class MainMessageBus(Service):
                         app.pump_call = self._reactor.callLater(0, self._pump_later, app)
                     return
                 budget -= 1
-                app.pump_again = False
                 if self._take_ready is not None:
                     delivery = self._take_ready(app.name)
                     if delivery is not None:

@@ -26,8 +26,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 __all__ = ["CoalescedAcks"]
 
 #: Tags settled above a gap are remembered up to this many (a delivery that never
-#: finishes would otherwise grow the set without end); past it they are forgotten,
-#: which only means fewer acks are coalesced until the gap closes.
+#: finishes would otherwise grow the set without end); past it they are forgotten, and
+#: since a run can never pass a forgotten tag, that channel's acks then go one by one
+#: until it is closed (a reconnect). Safe, only slower.
 SETTLED_LIMIT = 4096
 
 

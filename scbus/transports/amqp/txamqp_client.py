@@ -95,7 +95,8 @@ class _Delegate(TwistedDelegate):
         self.client._confirmed(ch.id, msg.delivery_tag, msg.multiple, refused=True)
 
     def basic_return_(self, ch: Any, msg: Any) -> None:
-        self.client._returned(ch.id)
+        properties = getattr(getattr(msg, "content", None), "properties", None) or {}
+        self.client._returned(ch.id, properties.get("message-id"))
 
     def basic_cancel(self, ch: Any, msg: Any) -> None:
         # The broker cancelled a consumer (its queue was deleted, a node went away).
@@ -234,7 +235,7 @@ class TxChannel:
             self._channel.basic_publish(
                 exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=_to_content(body, properties)
             ).addErrback(_closed_meanwhile)
-        return self._confirms.expect() if self._confirming else succeed(None)
+        return self._confirms.expect(properties.message_id) if self._confirming else succeed(None)
 
     def _confirmed(self, tag: int, multiple: bool, refused: bool) -> None:
         self._confirms.answer(tag, multiple, refused)
@@ -324,7 +325,12 @@ class TxConnection(ConnectionWatch, FixedClient):
         await channel.channel_open()
         wrapper = TxChannel(self, channel)
         self._wrappers[number] = wrapper
+        wrapper.closed.addBoth(self._forget_channel, number)
         return wrapper
+
+    def _forget_channel(self, reason: Any, number: int) -> Any:
+        self._wrappers.pop(number, None)
+        return reason
 
     def channel_failed(self, channel: Any, reason: Any) -> None:
         wrapper = self._wrappers.pop(channel.id, None)
@@ -336,10 +342,10 @@ class TxConnection(ConnectionWatch, FixedClient):
         if wrapper is not None:
             wrapper._confirmed(tag, multiple, refused)
 
-    def _returned(self, channel_id: int) -> None:
+    def _returned(self, channel_id: int, message_id: Any = None) -> None:
         wrapper = self._wrappers.get(channel_id)
         if wrapper is not None:
-            wrapper._confirms.returned()
+            wrapper._confirms.returned(message_id)
 
     def _consumer_cancelled(self, tag: str) -> None:
         queue = self.queues.get(tag)
