@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
-from ..interfaces import IDelivery, IImmediateSend, IReadyDeliveries, ITransport
+from ..interfaces import IDelivery, IImmediateAck, IImmediateSend, IReadyDeliveries, ITransport
 from ..message import HeartbeatResponseMessage, Message, Snapshot, from_snapshot, lookup, snapshot
 from ..reactors import running_reactor
 from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
@@ -37,6 +37,13 @@ log = Logger()
 SNAPSHOT_DEPTH = 1000
 
 _Entry = tuple[bytes, bool, "Snapshot | None"]
+
+
+def _not_held(delivery: LocalDelivery) -> TransportError:
+    return TransportError(
+        f"delivery {delivery.app_name}#{delivery.tag} is no longer held "
+        "(recovered or settled); it will be, or was, delivered again"
+    )
 
 
 @implementer(IDelivery)
@@ -88,7 +95,7 @@ class _Queue:
         self.delivered = 0
 
 
-@implementer(ITransport, IReadyDeliveries, IImmediateSend)
+@implementer(ITransport, IReadyDeliveries, IImmediateSend, IImmediateAck)
 class LocalTransport(Service):
     """
     In-memory transport for one process; the embedded default.
@@ -365,15 +372,19 @@ class LocalTransport(Service):
         except ValueError:
             pass
 
+    def ack_now(self, delivery: IDelivery) -> None:
+        """
+        Acknowledge at once, without a Deferred (L{IImmediateAck}): what the main bus
+        calls on its hot path. L{TransportError} when the delivery is no longer held.
+        """
+        held = cast(LocalDelivery, delivery)
+        if self._queues[held.app_name].unacked.pop(held.tag, None) is None:
+            raise _not_held(held)
+
     def _settle(self, delivery: LocalDelivery, requeue: bool) -> Deferred[None]:
         queue = self._queues[delivery.app_name]
         if queue.unacked.pop(delivery.tag, None) is None:
-            return fail(
-                TransportError(
-                    f"delivery {delivery.app_name}#{delivery.tag} is no longer held "
-                    "(recovered or settled); it will be, or was, delivered again"
-                )
-            )
+            return fail(_not_held(delivery))
         if requeue:
             queue.ready.appendleft((delivery.body, True, None))
             self._wake(queue)

@@ -46,7 +46,7 @@ def amqp_transport() -> AMQPTransport:
 @pytest.mark.parametrize(
     "make, extra",
     [
-        (lambda: LocalTransport(MemoryReactorClock()), (IReadyDeliveries, IImmediateSend)),
+        (lambda: LocalTransport(MemoryReactorClock()), (IReadyDeliveries, IImmediateSend, IImmediateAck)),
         (amqp_transport, (IReadyDeliveries, IImmediateAck)),
     ],
     ids=["local", "amqp"],

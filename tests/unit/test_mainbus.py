@@ -175,6 +175,30 @@ def test_an_acknowledgement_not_taken_leaves_the_message_to_come_again(answer):
     assert w.transport.unacked("a") == 0 and result_of(w.transport.queue_depth("a")) == 0
 
 
+class CountingSettles(LocalTransport):
+    """Counts the acknowledgements that go through a Deferred (LocalDelivery.ack)."""
+
+    deferred_acks = 0
+
+    def _settle(self, delivery, requeue):
+        if not requeue:
+            self.deferred_acks += 1
+        return super()._settle(delivery, requeue)
+
+
+def test_a_transport_that_acknowledges_at_once_is_acknowledged_without_a_deferred():
+    w = World(CountingSettles)
+    w.add("a", {Job: lambda m: Done(n=m.n)})
+    w.add("b", {Done: lambda m: None})
+    w.start()
+    for n in range(3):
+        w.send(Job(n=n))
+    status = {s.name: s for s in result_of(w.bus.status())}
+    assert (status["a"].acked, status["b"].acked) == (3, 3)
+    assert w.transport.unacked("a") == w.transport.unacked("b") == 0
+    assert w.transport.deferred_acks == 0
+
+
 class RefusingTransport(LocalTransport):
     """Refuses the first C{refusals} immediate sends, as a stopped transport does."""
 
