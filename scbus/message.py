@@ -280,8 +280,9 @@ class _Plan:
                 self.needs_conversion.append(f.name)
         #: (name, type) of every field when each is declared int, str, bool or float:
         #: values of exactly those types come back from JSON as they were (see snapshot).
+        #: None too for a class with its own to_dict: its body is not just these values.
         self.flat: tuple[tuple[str, type], ...] | None = None
-        if all(hints[name] in _FLAT for name, _ in self.fields):
+        if cls.to_dict is Message.to_dict and all(hints[name] in _FLAT for name, _ in self.fields):
             self.flat = tuple((name, hints[name]) for name, _ in self.fields)
 
 

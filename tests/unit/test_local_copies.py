@@ -113,6 +113,22 @@ def test_messages_that_are_not_flat_are_not_snapshotted():
     assert snapshot(wrong) is None
 
 
+class OwnEnvelope(Message, wire_name="test.copies.OwnEnvelope"):
+    n: int
+
+    def to_dict(self):
+        envelope = super().to_dict()
+        envelope["data"]["n"] = self.n * 2
+        return envelope
+
+
+def test_a_class_that_writes_its_own_envelope_is_decoded_from_its_body():
+    transport = transport_with("a", [OwnEnvelope])
+    transport.send_now(OwnEnvelope(n=2))
+    assert snapshot(OwnEnvelope(n=2)) is None
+    assert transport.take_ready("a").message.n == 4
+
+
 def transport_with(app, types, **kwargs):
     transport = LocalTransport(Clock(), **kwargs)
     transport.startService()
