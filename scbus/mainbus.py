@@ -426,8 +426,8 @@ class MainMessageBus(Service):
         result = app.bus.handle_now(delivery.message, delivery.received_at)
         if result is None:
             return fail(_UnexpectedType())
-        if isinstance(result, Deferred):
-            return result.addCallback(self._send_results, app, delivery)
+        if type(result) is not list:  # (a Deferred: isinstance against it is a slow ABC check)
+            return cast(Deferred, result).addCallback(self._send_results, app, delivery)
         if len(result) == 1 and self._send_reported is not None:
             return self._send_one_reported(result[0], app, delivery)
         return self._send_results(result, app, delivery)
