@@ -38,7 +38,7 @@ log = Logger()
 #: in-memory queue cannot starve timers, the console or other apps.
 PUMP_BUDGET = 64
 
-#: What L{MainMessageBus._handle} answers when the transport reports the outcome itself.
+#: What sending a result answers when the transport reports the outcome itself.
 _REPORTED: Any = object()
 
 #: Default seconds a delivery may stay in flight before its app counts as stuck.
@@ -402,12 +402,13 @@ class MainMessageBus(Service):
             # acknowledge now, with one Deferred (the transport's) instead of a chain.
             self._ack_then_finish(app, delivery)
             return
-        if d is _REPORTED:
-            return  # _result_reported settles it
-        d.addBoth(self._settle, app, delivery)
+        if d is not _REPORTED:
+            d.addBoth(self._settle, app, delivery)
 
     def _settle(self, outcome: Any, app: _App, delivery: IDelivery) -> None:
         """Acknowledge, or release or set aside, once handling and sending are over."""
+        if outcome is _REPORTED:
+            return  # _result_reported settles it
         try:
             if not isinstance(outcome, Failure):
                 self._ack_then_finish(app, delivery)
@@ -428,19 +429,7 @@ class MainMessageBus(Service):
             return fail(_UnexpectedType())
         if type(result) is not list:  # (a Deferred: isinstance against it is a slow ABC check)
             return cast(Deferred, result).addCallback(self._send_results, app, delivery)
-        if len(result) == 1 and self._send_reported is not None:
-            return self._send_one_reported(result[0], app, delivery)
         return self._send_results(result, app, delivery)
-
-    def _send_one_reported(self, message: Message, app: _App, delivery: IDelivery) -> Any:
-        """The usual case over a broker, one result: settled when the transport reports, no chain."""
-        if self._abandoned:
-            raise _Abandoned()
-        if self.observers:
-            self._notify(app, delivery, [message])
-        assert self._send_reported is not None
-        self._send_reported(message, partial(self._result_reported, message, app, delivery))
-        return _REPORTED
 
     def _result_reported(self, message: Message, app: _App, delivery: IDelivery, outcome: Failure | None) -> None:
         if outcome is None:
@@ -473,6 +462,11 @@ class MainMessageBus(Service):
         if not messages:
             return None
         if len(messages) == 1:
+            if delivery is not None and self._send_reported is not None:
+                # The usual case over a broker: the delivery is settled when the transport
+                # reports the confirm, with no Deferred chain.
+                self._send_reported(messages[0], partial(self._result_reported, messages[0], app, delivery))
+                return _REPORTED
             return self._send_one(messages[0], app, delivery)
         sends = [self._send_one(m, app, delivery) for m in messages]
         waiting = [d for d in sends if d is not None]

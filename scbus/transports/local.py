@@ -187,15 +187,6 @@ class LocalTransport(Service):
         body = codec.encode(message, self.max_message_size)
         if self.sent is not None:
             self.sent.append(message)
-        targets = self._routes.get(type(message))
-        if targets and len(targets) == 1:
-            # The common case, inline: one app takes this type.
-            queue = targets[0]
-            ready = queue.ready
-            ready.append((body, False, snapshot(message) if len(ready) < SNAPSHOT_DEPTH else None))
-            if queue.waiters:
-                self._wake(queue)
-            return
         self._route(type(message), body, snapshot(message))
 
     def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
@@ -215,7 +206,7 @@ class LocalTransport(Service):
         return succeed(None)
 
     def take_ready(self, app_name: str) -> LocalDelivery | None:
-        queue = self._queues.get(app_name) or self._queue(app_name)
+        queue = self._queue(app_name)
         return None if queue.waiters or not queue.ready else self._next_delivery(queue)
 
     def retrieve(self, app_name: str) -> Deferred[LocalDelivery]:
