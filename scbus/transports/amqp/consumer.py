@@ -144,14 +144,20 @@ class AppConsumer:
             raw = consumer.take()
             if raw is None:
                 return None
-            try:
-                message = self.decode(raw)
-            except DecodeError as error:
-                self.dead_letter(raw, error)
-                consumer = self.consumer
-                continue
-            return AMQPDelivery(self, raw, message, self._clock.seconds())
+            delivery = self._delivery_or_set_aside(raw)
+            if delivery is not None:
+                return delivery
+            consumer = self.consumer
         return None
+
+    def _delivery_or_set_aside(self, raw: RawDelivery) -> AMQPDelivery | None:
+        """The delivery as a message for the app; None when it cannot be read (set aside)."""
+        try:
+            message = self.decode(raw)
+        except DecodeError as error:
+            self.dead_letter(raw, error)
+            return None
+        return AMQPDelivery(self, raw, message, self._clock.seconds())
 
     def buffered(self) -> int:
         return self.consumer.buffered if self.consumer is not None else 0
@@ -191,15 +197,13 @@ class AppConsumer:
             if raw.channel.is_open:
                 raw.channel.nack(raw.delivery_tag, requeue=True)
             return
-        try:
-            message = self.decode(raw)
-        except DecodeError as error:
-            self.dead_letter(raw, error)
+        delivery = self._delivery_or_set_aside(raw)
+        if delivery is None:
             if self.consumer is not None:
                 self.attach(waiter)
             return
         self.waiters.remove(waiter)
-        waiter.callback(AMQPDelivery(self, raw, message, self._clock.seconds()))
+        waiter.callback(delivery)
 
     def decode(self, raw: RawDelivery) -> Message:
         """
