@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .interfaces import IBoundedSetAside
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -27,11 +29,18 @@ __all__ = [
     "Health",
     "assess",
     "render",
+    "set_aside_dropped",
 ]
 
 CONTROL_EXCHANGE = "scbus.control"
 #: Operations a process answers.
 OPS = ("status", "ping", "pause", "resume")
+
+
+def set_aside_dropped(transport: Any) -> dict[str, int] | None:
+    """Entries each bounded set-aside store dropped; None where stores drop nothing (a broker)."""
+    bounded = IBoundedSetAside(transport, None)
+    return None if bounded is None else dict(bounded.dropped)
 
 
 def process_name(bus_name: str) -> str:
@@ -59,7 +68,7 @@ class ControlResponder:
             "apps": sorted(self.bus.app_names()),
             # A bounded in-memory store drops its oldest entries: say how many, so a full
             # store is seen. A broker's holding queues drop nothing (None here).
-            "set_aside_dropped": getattr(self.bus.transport, "dropped", None),
+            "set_aside_dropped": set_aside_dropped(self.bus.transport),
         }
 
     def matches(self, target: dict[str, Any] | None) -> bool:

@@ -17,6 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .config import IDLE_MODES  # the config's check and this one agree
+from .interfaces import IIdleLease, IIdleLeases
 
 __all__ = ["IdleLoops", "IDLE_MODES"]
 
@@ -40,7 +41,7 @@ class IdleLoops:
         self._run = run
         self._clock = clock
         self._loops: dict[timedelta, LoopingCall] = {}
-        self._lease: Any = None
+        self._lease: IIdleLease | None = None
         self._wanted = False
 
     @property
@@ -53,11 +54,11 @@ class IdleLoops:
         if not self.intervals:
             return
         self._wanted = True
-        claim = getattr(transport, "idle_lease", None)
-        if self.mode == "every" or claim is None:
+        leases = IIdleLeases(transport, None)
+        if self.mode == "every" or leases is None:
             self._start_loops()
             return
-        self._lease = claim(self.app_name, self._lease_changed)
+        self._lease = leases.idle_lease(self.app_name, self._lease_changed)
         if self._lease.held:
             self._start_loops()
 

@@ -30,6 +30,12 @@ __all__ = [
     "IImmediateSend",
     "IImmediateAck",
     "IReportedSend",
+    "IPrefetchHold",
+    "IPauseMarks",
+    "IIdleLease",
+    "IIdleLeases",
+    "IConnectionState",
+    "IBoundedSetAside",
 ]
 
 
@@ -98,7 +104,7 @@ class IMessageTransport(Interface):
         cannot be decoded is dead-lettered, not raised. Answers a Deferred.
         """
 
-    def retrieve(app_name: str) -> Deferred[Any]:
+    def retrieve(app_name: str) -> Deferred[IDelivery]:
         """
         Answers a Deferred that fires with the next L{IDelivery} for C{app_name}. Cancelling
         it withdraws the request without losing a message.
@@ -138,7 +144,7 @@ class IControlPlane(Interface):
 class ISetAsideStores(Interface):
     """The unrouted and dead-letter stores an operator reads and replays from."""
 
-    def set_aside(kind: str) -> Deferred[list[Any]]:
+    def set_aside(kind: str) -> Deferred[list[ISetAside]]:
         """
         Answers a Deferred firing with a list of L{ISetAside}: C{kind} is C{"unrouted"} or
         C{"dead"} (undecodable or refused bodies).
@@ -216,3 +222,73 @@ class IReportedSend(Interface):
         with None once the message is sent, or with a Failure of
         L{scbus.errors.EncodeError} or L{scbus.errors.TransportError}.
         """
+
+
+# --- optional capabilities --------------------------------------------------------------
+#
+# Each is asked for as C{IX(transport, None)}: a transport that does not provide one
+# gets the in-memory behaviour (one process, nothing prefetched, always connected).
+
+
+class IPrefetchHold(Interface):
+    """
+    Optional: a transport that receives ahead of the bus (a broker's prefetch) gives back
+    what a paused app holds, so other processes can take it meanwhile.
+    """
+
+    def hold(app_name: str) -> Deferred[int]:
+        """Receive no more for C{app_name}; give back what is held. Answers how many went back."""
+
+    def unhold(app_name: str) -> Deferred[None]:
+        """Receive for C{app_name} again."""
+
+
+class IPauseMarks(Interface):
+    """
+    Optional: pauses kept by the transport, where every process reads them (those that
+    start later too), so C{pause(app, everywhere=True)} outlives the processes now running.
+    """
+
+    def mark_paused(app_name: str, paused: bool) -> Deferred[None]:
+        """Keep (paused) or drop (not paused) C{app_name}'s pause mark."""
+
+    def watch_pause_marks(observer: Callable[[str, bool], None]) -> None:
+        """C{observer(app_name, paused)} hears every change of a pause mark, from any process."""
+
+
+class IIdleLease(Interface):
+    """One process's claim on the right to run one app's idle handlers."""
+
+    held = Attribute("True while this process holds the lease (as last heard).")
+
+    def holds() -> bool:
+        """Checked before each run: held, and still known to be held now."""
+
+    def release() -> None:
+        """Give the lease up (a pause): another process may take it."""
+
+
+class IIdleLeases(Interface):
+    """
+    Optional: a transport shared by several processes runs each app's idle handlers in
+    one of them (C{apps.NAME.idle = "one"}); without it every process runs them.
+    """
+
+    def idle_lease(app_name: str, on_change: Callable[[bool], None]) -> IIdleLease:
+        """Claim C{app_name}'s lease; C{on_change(held)} hears each time it is won or lost."""
+
+
+class IConnectionState(Interface):
+    """
+    Optional: a transport whose store can be out of reach (a broker away, a database that
+    cannot be written) says so; without it a transport counts as connected while running.
+    """
+
+    connected = Attribute("True while messages can be sent and received.")
+    waiting_to_send = Attribute("Messages kept in this process until they can be sent (an int).")
+
+
+class IBoundedSetAside(Interface):
+    """Optional: set-aside stores that drop their oldest entries to stay bounded."""
+
+    dropped = Attribute("A dict from store kind (C{unrouted}, C{dead}) to entries dropped so far.")

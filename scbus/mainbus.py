@@ -26,7 +26,9 @@ from .appbus import ApplicationMessageBus, Subscriptions
 from .appstate import AppCounters
 from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
-from .interfaces import IDelivery, IImmediateAck, IImmediateSend, IReadyDeliveries, IReportedSend, ITransport
+from .interfaces import (
+    IDelivery, IImmediateAck, IImmediateSend, IPauseMarks, IPrefetchHold, IReadyDeliveries, IReportedSend, ITransport,
+)
 from .message import Message
 from .reactors import running_reactor
 
@@ -193,7 +195,9 @@ class MainMessageBus(Service):
         self._withdraw(app)
         app.idle.pause()
         log.info("{app}: paused", app=name)
-        self._tell_transport("hold", name)
+        hold = IPrefetchHold(self.transport, None)
+        if hold is not None:
+            self._told(hold.hold(name), name, "hold")
 
     def resume(self, name: str) -> None:
         app = self._app(name)
@@ -202,13 +206,12 @@ class MainMessageBus(Service):
         if app.ready and self.running and not self._stopping:
             app.idle.start(self.transport)
         self._pump(app)
-        self._tell_transport("unhold", name)
+        hold = IPrefetchHold(self.transport, None)
+        if hold is not None:
+            self._told(hold.unhold(name), name, "unhold")
 
-    def _tell_transport(self, verb: str, name: str) -> None:
-        """A transport that prefetches gives back what a paused app holds (hold/unhold)."""
-        method = getattr(self.transport, verb, None)
-        if method is not None:
-            method(name).addErrback(lambda f: log.failure("{app}: {verb} failed", f, app=name, verb=verb))
+    def _told(self, d: Deferred[Any], name: str, verb: str) -> None:
+        d.addErrback(lambda f: log.failure("{app}: {verb} failed", f, app=name, verb=verb))
 
     def _pause_marked(self, name: str, paused: bool) -> None:
         """The app was paused or resumed everywhere (the transport read its mark)."""
@@ -231,9 +234,9 @@ class MainMessageBus(Service):
 
         self.control = ControlResponder(self, __version__)
         self.transport.serve_control(self.control.handle)
-        watch = getattr(self.transport, "watch_pause_marks", None)
-        if watch is not None:
-            watch(self._pause_marked)
+        marks = IPauseMarks(self.transport, None)
+        if marks is not None:
+            marks.watch_pause_marks(self._pause_marked)
         for app in self._apps.values():
             self._start_app(app)
         self._start_stuck_watch()

@@ -11,6 +11,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from .interfaces import IPauseMarks
+
 __all__ = ["pause_everywhere", "summary"]
 
 
@@ -19,10 +21,10 @@ def pause_everywhere(bus: Any, app: str, paused: bool, timeout: float = 2.0) -> 
     if app not in bus.app_names():
         return fail(KeyError(f"no app named {app!r}; apps: {', '.join(sorted(bus.app_names()))}"))
     transport = bus.transport
-    mark = getattr(transport, "mark_paused", None)  # in memory there is one process
-    d: Deferred[Any] = mark(app, paused) if mark is not None else succeed(None)
+    marks = IPauseMarks(transport, None)  # in memory there is one process
+    d: Deferred[Any] = marks.mark_paused(app, paused) if marks is not None else succeed(None)
     d.addCallback(lambda _: transport.ask({"op": "pause" if paused else "resume", "app": app}, timeout))
-    return d.addCallback(lambda answers: summary(app, paused, answers, marked=mark is not None))
+    return d.addCallback(lambda answers: summary(app, paused, answers, marked=marks is not None))
 
 
 def summary(app: str, paused: bool, answers: list[dict[str, Any]], *, marked: bool = True) -> str:

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from ..control import assess
+from ..control import assess, set_aside_dropped
 from ..mainbus import AppStatus, MainMessageBus
 from ..message import HeartbeatMessage, Message, registered_types
 from ..pausing import pause_everywhere
@@ -100,7 +100,7 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
     def listing(kind: str) -> Any:
         def view(entries: list[Any]) -> SetAsideList:
             shown = SetAsideList(entries)
-            shown.dropped = (getattr(transport, "dropped", None) or {}).get(kind, 0)
+            shown.dropped = (set_aside_dropped(transport) or {}).get(kind, 0)
             return shown
 
         return _settled(transport.set_aside(kind).addCallback(view))

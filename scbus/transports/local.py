@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from .. import codec
 from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
-from ..interfaces import IDelivery, IImmediateAck, IImmediateSend, IReadyDeliveries, ITransport
+from ..interfaces import IBoundedSetAside, IDelivery, ISetAside, IImmediateAck, IImmediateSend, IReadyDeliveries, ITransport
 from ..message import HeartbeatResponseMessage, Message, Snapshot, from_snapshot, lookup, snapshot
 from ..reactors import running_reactor
 from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
@@ -95,7 +95,7 @@ class _Queue:
         self.delivered = 0
 
 
-@implementer(ITransport, IReadyDeliveries, IImmediateSend, IImmediateAck)
+@implementer(ITransport, IReadyDeliveries, IImmediateSend, IImmediateAck, IBoundedSetAside)
 class LocalTransport(Service):
     """
     In-memory transport for one process; the embedded default.
@@ -209,14 +209,14 @@ class LocalTransport(Service):
         queue = self._queue(app_name)
         return None if queue.waiters or not queue.ready else self._next_delivery(queue)
 
-    def retrieve(self, app_name: str) -> Deferred[LocalDelivery]:
+    def retrieve(self, app_name: str) -> Deferred[IDelivery]:
         delivery = self.take_ready(app_name)
         if delivery is not None:
             return succeed(delivery)
         queue = self._queue(app_name)
         waiter: Deferred[LocalDelivery] = Deferred(lambda d: self._withdraw(queue, d))
         queue.waiters.append(waiter)
-        return waiter
+        return cast("Deferred[IDelivery]", waiter)
 
     def queue_depth(self, app_name: str) -> Deferred[int]:
         return succeed(len(self._queue(app_name).ready))
@@ -233,7 +233,7 @@ class LocalTransport(Service):
             return succeed([])
         return maybeDeferred(self._control, request).addCallback(lambda r: [] if r is None else [r])
 
-    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
+    def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return succeed(list(self._store(kind)))
 
     def replay(self, kind: str, entry_id: str) -> Deferred[bool]:

@@ -10,11 +10,13 @@ import dataclasses
 import time
 from typing import Any
 
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..control import assess
+from ..interfaces import IConnectionState
 from ..transports.setaside import DEAD, UNROUTED
 
 __all__ = ["Snapshot", "SetAsideListings", "take_snapshot", "transport_connected", "send_buffer"]
@@ -47,15 +49,17 @@ class Snapshot:
 
 def transport_connected(transport: Any) -> bool:
     """Over AMQP: a session is open. In memory: the transport runs."""
-    connected = getattr(transport, "connected", None)
-    if connected is None:
-        return bool(getattr(transport, "running", True))
-    return bool(connected)
+    state = IConnectionState(transport, None)
+    if state is not None:
+        return bool(state.connected)
+    service = IService(transport, None)
+    return service is None or bool(service.running)
 
 
 def send_buffer(transport: Any) -> int:
     """Messages waiting to be sent until the broker is back (in memory: none)."""
-    return int(getattr(transport, "waiting_to_send", 0))
+    state = IConnectionState(transport, None)
+    return 0 if state is None else int(state.waiting_to_send)
 
 
 class SetAsideListings:

@@ -9,10 +9,12 @@ from datetime import timedelta
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from scbus.appbus import ApplicationMessageBus
 from scbus.config import parse_config
 from scbus.errors import ConfigError
+from scbus.interfaces import IIdleLease, IIdleLeases
 from scbus.mainbus import MainMessageBus
 from scbus.message import Message
 from scbus.transports.amqp.idle_lease import IdleLeases, lease_arguments, lease_queue
@@ -23,6 +25,7 @@ class Beat(Message, wire_name="unit.idle.Beat"):
     n: int
 
 
+@implementer(IIdleLease)
 class FakeLease:
     def __init__(self, on_change):
         self.on_change = on_change
@@ -39,6 +42,7 @@ class FakeLease:
         self.on_change(False)
 
 
+@implementer(IIdleLeases)
 class LeasingTransport(LocalTransport):
     """The in-memory transport, plus the lease a shared transport offers."""
 

@@ -11,13 +11,20 @@ from twisted.internet.testing import MemoryReactorClock
 from zope.interface.verify import verifyClass, verifyObject
 
 from scbus.interfaces import (
+    IBoundedSetAside,
+    IConnectionState,
     IControlPlane,
+    IIdleLease,
+    IIdleLeases,
     IImmediateAck,
     IImmediateSend,
     IMessageTransport,
+    IPauseMarks,
+    IPrefetchHold,
     IQueueStatistics,
     IReadyDeliveries,
     ISetAsideStores,
+    IReportedSend,
     ITransport,
 )
 from scbus.transports.amqp.holding import HoldingAreas
@@ -46,8 +53,11 @@ def amqp_transport() -> AMQPTransport:
 @pytest.mark.parametrize(
     "make, extra",
     [
-        (lambda: LocalTransport(MemoryReactorClock()), (IReadyDeliveries, IImmediateSend, IImmediateAck)),
-        (amqp_transport, (IReadyDeliveries, IImmediateAck)),
+        (lambda: LocalTransport(MemoryReactorClock()), (IReadyDeliveries, IImmediateSend, IImmediateAck, IBoundedSetAside)),
+        (
+            amqp_transport,
+            (IReadyDeliveries, IImmediateAck, IReportedSend, IPrefetchHold, IPauseMarks, IIdleLeases, IConnectionState),
+        ),
     ],
     ids=["local", "amqp"],
 )
@@ -61,3 +71,36 @@ def test_the_amqp_holding_areas_are_the_set_aside_role():
     assert verifyClass(ISetAsideStores, HoldingAreas)
     transport = amqp_transport()
     assert verifyObject(ISetAsideStores, transport._holding)
+
+
+def test_an_amqp_idle_lease_is_the_idle_lease_interface():
+    transport = amqp_transport()
+    lease = transport.idle_lease("clock", lambda held: None)
+    assert verifyObject(IIdleLease, lease)
+
+
+def test_the_in_memory_transport_has_none_of_the_shared_capabilities():
+    # The bus's fallbacks (one process, nothing prefetched, connected while running) are
+    # what an in-memory transport gets: it must not claim what it does not do.
+    transport = LocalTransport(MemoryReactorClock())
+    for capability in (IPrefetchHold, IPauseMarks, IIdleLeases, IConnectionState, IReportedSend):
+        assert capability(transport, None) is None, capability
+
+
+def test_the_core_finds_capabilities_by_interface_not_by_attribute_name():
+    # Every optional capability is an interface in scbus/interfaces.py: a transport author
+    # reads that file and knows everything the bus may ask. Probing by name would hide one.
+    import pathlib
+    import re
+
+    import scbus
+
+    root = pathlib.Path(scbus.__file__).parent
+    probes = []
+    for path in root.rglob("*.py"):
+        if "transports" in path.relative_to(root).parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"getattr\([^,]*transport\b", line):
+                probes.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert probes == []

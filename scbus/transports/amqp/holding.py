@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from ... import codec
 from ...errors import EncodeError, NotRunning, TransportError
-from ...interfaces import ISetAsideStores
+from ...interfaces import ISetAside, ISetAsideStores
 from ...message import AppErrorOccurredMessage, Message
 from ..setaside import DEAD, UNROUTED, SetAsideMessage
 from . import topology
@@ -170,7 +170,7 @@ class HoldingAreas:
 
         self._send(report).addCallbacks(lambda _: channel.ack(raw.delivery_tag) if channel.is_open else None, not_sent)
 
-    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
+    def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return Deferred.fromCoroutine(self._browse(kind, None))
 
     def replay(self, kind: str, entry_id: str) -> Deferred[bool]:

@@ -26,7 +26,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from ...interfaces import IIdleLease
 from .client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, RawDelivery, reason_text
 
 __all__ = ["IdleLeases", "IdleLease", "lease_queue"]
@@ -46,6 +48,7 @@ def lease_arguments(queue_type: str) -> dict[str, Any]:
     return {"x-queue-type": queue_type, "x-single-active-consumer": True, "x-max-length": 1}
 
 
+@implementer(IIdleLease)
 class IdleLease:
     """This process's claim on one app's lease; C{on_change(held)} hears every change."""
 

@@ -30,10 +30,12 @@ from zope.interface import implementer
 
 from ... import codec
 from ...errors import EncodeError, MalformedMessage, NotRunning, TransportError
-from ...interfaces import IDelivery, IImmediateAck, IReadyDeliveries, IReportedSend, ITransport
+from ...interfaces import (
+    IConnectionState, IDelivery, IIdleLeases, IImmediateAck, IPauseMarks, IPrefetchHold, IReadyDeliveries,
+    IReportedSend, ISetAside, ITransport,
+)
 from ...message import Message
 from ...reactors import IBusReactor, running_reactor
-from ..setaside import SetAsideMessage
 from . import topology
 from .connector import Reconnector
 from .consumer import AMQPDelivery, AppConsumer
@@ -53,7 +55,10 @@ log = Logger()
 
 
 
-@implementer(ITransport, IReadyDeliveries, IImmediateAck, IReportedSend)
+@implementer(
+    ITransport, IReadyDeliveries, IImmediateAck, IReportedSend, IPrefetchHold, IPauseMarks, IIdleLeases,
+    IConnectionState,
+)
 class AMQPTransport(Service):
     """
     RabbitMQ through a deferred-based client behind L{client.IAMQPChannel}.
@@ -326,7 +331,7 @@ class AMQPTransport(Service):
             log.warn("{app}: channel closed ({reason}); consuming again", app=app.name, reason=reason_text(reason))
             self._reactor.callLater(0.5, self._retry_app, session, app)
 
-    def idle_lease(self, app_name: str, on_change: Any) -> IdleLease:
+    def idle_lease(self, app_name: str, on_change: Callable[[bool], None]) -> IdleLease:
         """Run C{app_name}'s idle handlers in one live process: see L{idle_lease}."""
         return self._idle_leases.want(app_name, on_change)
 
@@ -344,7 +349,7 @@ class AMQPTransport(Service):
             return fail(TransportError("not connected to the broker"))
         return Deferred.fromCoroutine(self._pauses.write_mark(session.connection, app_name, paused))
 
-    def watch_pause_marks(self, observer: Any) -> None:
+    def watch_pause_marks(self, observer: Callable[[str, bool], None]) -> None:
         """C{observer(app_name, paused)} hears each change of an app's pause mark."""
         self._pauses.observe(observer)
 
@@ -357,11 +362,11 @@ class AMQPTransport(Service):
         app = self._apps.get(app_name)
         return app.take_ready() if app is not None else None
 
-    def retrieve(self, app_name: str) -> Deferred[AMQPDelivery]:
+    def retrieve(self, app_name: str) -> Deferred[IDelivery]:
         app = self._apps.get(app_name)
         if app is None:
             return fail(TransportError(f"no app {app_name!r} was set up"))
-        return app.retrieve()
+        return cast("Deferred[IDelivery]", app.retrieve())
 
 
     # --- publishing ---------------------------------------------------------------------------
@@ -422,7 +427,7 @@ class AMQPTransport(Service):
 
     # --- the holding areas (holding.py) -------------------------------------------------------
 
-    def set_aside(self, kind: str) -> Deferred[list[SetAsideMessage]]:
+    def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return self._holding.set_aside(kind)
 
     def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
