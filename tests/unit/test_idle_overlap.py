@@ -124,13 +124,43 @@ def grace_bus(clock, grace):
     return bus, transport, runs
 
 
-def test_a_bus_stop_during_a_run_starts_no_run_after_it():
+def test_a_bus_stop_during_a_run_waits_for_it_within_the_grace_period_and_sends_its_results():
     clock = Clock()
     bus, transport, runs = grace_bus(clock, grace=5.0)
     stopped = bus.stopService()
-    clock.pump([0.5] * 20)
+    clock.pump([0.5] * 4)  # to 3.5: the run is still under way
+    assert not stopped.called
+    clock.advance(0.5)  # 4.0: it ends
     assert stopped.called
+    assert [m.n for m in transport.sent if isinstance(m, Done)] == [1]
+    clock.pump([0.5] * 20)
     assert runs.starts == [1.0] and runs.ends == [4.0] and runs.most_at_once == 1
+
+
+def test_a_run_still_under_way_when_the_grace_period_is_over_sends_nothing():
+    clock = Clock()
+    bus, transport, runs = grace_bus(clock, grace=1.0)
+    stopped = bus.stopService()
+    clock.pump([0.5] * 2)  # 2.5: the grace period is over
+    assert stopped.called
+    clock.pump([0.5] * 20)
+    assert runs.ends == [4.0] and runs.starts == [1.0]
+    assert [m for m in transport.sent if isinstance(m, Done)] == []
+
+
+def test_a_run_left_over_from_an_earlier_stop_is_waited_for_by_the_next():
+    clock = Clock()
+    bus, transport, runs = grace_bus(clock, grace=0.5)
+    bus.stopService()
+    clock.advance(0.5)  # 2.0: the grace period is over; the run goes on to 4
+    bus.startService()
+    clock.advance(0)
+    bus.grace_period = 5.0
+    stopped = bus.stopService()
+    clock.advance(1.5)
+    assert not stopped.called
+    clock.advance(0.5)  # 4.0
+    assert stopped.called and runs.starts == [1.0]
 
 
 def test_an_error_in_a_run_keeps_the_loop_going():
