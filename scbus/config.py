@@ -16,6 +16,7 @@ import inspect
 import ipaddress
 import math
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -592,14 +593,39 @@ class HttpConfig:
     allow_remote: bool = False
     #: The environment variable holding the bearer token of the writing endpoints.
     token_env: str | None = None
+    #: Names a request's Host may give besides IP addresses and localhost (web/hosts.py).
+    allowed_hosts: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def enabled(self) -> bool:
         return self.port is not None
 
 
+#: A host name of http.allowed_hosts: labels of letters, digits, "-" and "_"; a leading "."
+#: takes its subdomains too.
+_HOST_NAME = re.compile(r"\.?(?!-)[a-z0-9_-]{1,63}(?:\.(?!-)[a-z0-9_-]{1,63})*\.?")
+
+
+def _host_names(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise _Bad(f"must be a list of host names, got {_shown(value)}")
+    names = []
+    for item in value:
+        name = _str(item).strip().lower()
+        if is_ip_address(name.strip("[]")):
+            raise _Bad(f"{item!r} is an IP address: every address is answered without being listed")
+        if not _HOST_NAME.fullmatch(name) or len(name) > 254:
+            raise _Bad(
+                f"{item!r} is not a host name (letters, digits, '-' and dots; a leading '.' "
+                "for its subdomains too; no port or scheme: the port is not checked)"
+            )
+        names.append(name)
+    return names
+
+
 HTTP_KEYS: dict[str, Check] = {
     "port": _port, "interface": _address, "allow_remote": _bool, "token_env": _nonempty_str,
+    "allowed_hosts": _host_names,
 }
 
 
@@ -612,6 +638,15 @@ def _http(problems: _Problems, table: Any) -> HttpConfig:
             "the status page and metrics there on purpose",
         )
     return http
+
+
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address (the HTTP Host check answers every one)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(address: str) -> bool:

@@ -1,9 +1,14 @@
 """
 An app's idle handlers on their loops, in every process or in one.
 
-With ``idle = "one"`` and a transport shared by many processes (one that offers
-``idle_lease``), the loops run only while this process holds the app's lease; without
+With ``idle = "one"`` and a transport shared by many processes (one that provides
+``IIdleLeases``), the loops run only while this process holds the app's lease; without
 such a transport there is one process, and they always run.
+
+A run is never overlapped by the next one of its interval. A loop stopped while its run is
+pending (a pause, a lost lease, a stop) keeps that run: a loop started again meanwhile
+(a resume, the lease won back) waits for it to finish and then runs on its interval. An
+error in a run is logged and the loop goes on.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .config import IDLE_MODES  # the config's check and this one agree
 from .interfaces import IIdleLease, IIdleLeases
@@ -40,14 +47,19 @@ class IdleLoops:
         self.mode = mode
         self._run = run
         self._clock = clock
+        #: The loops running now, one per interval.
         self._loops: dict[timedelta, LoopingCall] = {}
+        #: Loops stopped with a run still pending: their interval starts no new loop before it ends.
+        self._finishing: dict[timedelta, LoopingCall] = {}
+        self._quiet: list[Deferred[None]] = []
         self._lease: IIdleLease | None = None
         self._wanted = False
+        self._active = False
 
     @property
     def running(self) -> bool:
-        """This process runs the app's idle handlers now."""
-        return bool(self._loops)
+        """This process runs the app's idle handlers now (a loop may wait for a run to end)."""
+        return self._active
 
     def start(self, transport: Any) -> None:
         """Run the loops here, or claim the app's lease from C{transport} and run them while held."""
@@ -62,9 +74,15 @@ class IdleLoops:
         if self._lease.held:
             self._start_loops()
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Stop the loops; fires once no run is pending (a run under way is left to finish)."""
         self._wanted = False
         self._stop_loops()
+        if not self._finishing:
+            return succeed(None)
+        quiet: Deferred[None] = Deferred()
+        self._quiet.append(quiet)
+        return quiet
 
     def pause(self) -> None:
         """Stop, and let another process run them meanwhile (give the lease up)."""
@@ -83,18 +101,50 @@ class IdleLoops:
             self._stop_loops()
 
     def _start_loops(self) -> None:
-        if self._loops:
-            return
+        self._active = True
         for interval in self.intervals:
-            loop = LoopingCall(self._run, interval)
-            loop.clock = self._clock
-            self._loops[interval] = loop
-            loop.start(interval.total_seconds(), now=False).addErrback(
-                lambda f: log.failure("{app}: idle loop died", f, app=self.app_name)
-            )
+            if interval not in self._loops and interval not in self._finishing:
+                self._start_loop(interval)
+
+    def _start_loop(self, interval: timedelta) -> None:
+        loop = LoopingCall(self._tick, interval)
+        loop.clock = self._clock
+        self._loops[interval] = loop
+        # Fires when the loop is stopped and its pending run (if any) has ended.
+        loop.start(interval.total_seconds(), now=False).addBoth(self._loop_ended, interval, loop)
 
     def _stop_loops(self) -> None:
+        self._active = False
         loops, self._loops = self._loops, {}
-        for loop in loops.values():
+        for interval, loop in loops.items():
             if loop.running:
-                loop.stop()
+                self._finishing[interval] = loop
+                loop.stop()  # ends it now, or once its run has ended (_loop_ended)
+
+    def _tick(self, interval: timedelta) -> Deferred[None] | None:
+        """One run; whatever it raises or fails with is logged, so the loop goes on."""
+        try:
+            result = self._run(interval)
+        except Exception:
+            log.failure("{app}: idle {interval} failed", app=self.app_name, interval=interval)
+            return None
+        if isinstance(result, Deferred):
+            return result.addCallbacks(lambda _: None, self._run_failed, errbackArgs=(interval,))
+        return None
+
+    def _run_failed(self, failure: Failure, interval: timedelta) -> None:
+        log.failure("{app}: idle {interval} failed", failure, app=self.app_name, interval=interval)
+
+    def _loop_ended(self, outcome: object, interval: timedelta, loop: LoopingCall) -> None:
+        if isinstance(outcome, Failure):  # (_tick catches everything: not expected)
+            log.failure("{app}: idle loop {interval} died", outcome, app=self.app_name, interval=interval)
+        if self._loops.get(interval) is loop:
+            del self._loops[interval]  # died while running: start it again below
+        if self._finishing.get(interval) is loop:
+            del self._finishing[interval]
+        if self._active and interval not in self._loops and interval not in self._finishing:
+            self._start_loop(interval)
+        if not self._finishing:
+            quiet, self._quiet = self._quiet, []
+            for d in quiet:
+                d.callback(None)

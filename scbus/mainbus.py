@@ -138,6 +138,8 @@ class MainMessageBus(Service):
         self._stopping = False
         self._abandoned = False
         self._drained: Deferred[None] | None = None
+        #: Per app whose idle run was under way at stop: fires once the run has ended.
+        self._idle_runs: list[Deferred[None]] = []
         self._stuck_watch = LoopingCall(self._watch_stuck)
         self._stuck_watch.clock = reactor
         self.started_at: float | None = None
@@ -246,19 +248,26 @@ class MainMessageBus(Service):
         self._stopping = True
         if self._stuck_watch.running:
             self._stuck_watch.stop()
+        # An idle run under way gets the grace period too: its results are sent while the
+        # transport is still up (an idle tick is not delivered again).
+        idle_runs: list[Deferred[None]] = []
         for app in self._apps.values():
             self._withdraw(app)
-            app.idle.stop()
+            idle_runs.append(app.idle.stop())
+        self._idle_runs = [d for d in idle_runs if not d.called]
         in_flight = sum(len(app.in_flight) for app in self._apps.values())
-        if not in_flight:
+        if not in_flight and not self._idle_runs:
             self._stop_apps()
             return succeed(None)
         log.info(
-            "stopping: {n} delivery(ies) in flight, waiting up to {grace}s",
+            "stopping: {n} delivery(ies) in flight, {idle} app(s) running an idle handler, waiting up to {grace}s",
             n=in_flight,
+            idle=len(self._idle_runs),
             grace=self.grace_period,
         )
         self._drained = Deferred()
+        for run in self._idle_runs:
+            run.addCallback(lambda _: self._maybe_drained())
         timer = self._reactor.callLater(self.grace_period, self._grace_over)
         marks = {app.name: (app.counters.acked, app.counters.send_failures) for app in self._apps.values()}
         self._drained.addBoth(lambda r: timer.cancel() if timer.active() else None)
@@ -277,12 +286,22 @@ class MainMessageBus(Service):
             not_sent=not_sent,
         )
 
+    def _maybe_drained(self) -> None:
+        if (
+            self._drained is not None
+            and not any(a.in_flight for a in self._apps.values())
+            and all(run.called for run in self._idle_runs)
+        ):
+            self._fire_drained()
+
     def _grace_over(self) -> None:
         left = {app.name: len(app.in_flight) for app in self._apps.values() if app.in_flight}
+        idle = sum(not run.called for run in self._idle_runs)
         self._abandoned = True
         log.warn(
-            "grace period over: leaving {left} unacknowledged, to be delivered again",
+            "grace period over: leaving {left} unacknowledged, to be delivered again{idle}",
             left=left,
+            idle=f"; the results of {idle} app(s)' idle runs still under way are not sent" if idle else "",
         )
         self._fire_drained()
 
@@ -590,8 +609,7 @@ class MainMessageBus(Service):
         if isinstance(result, Failure):
             log.failure("{app}: unexpected error settling a delivery", result, app=app.name)
         if self._stopping:
-            if self._drained is not None and not any(a.in_flight for a in self._apps.values()):
-                self._fire_drained()
+            self._maybe_drained()
             return
         self._pump(app)
 

@@ -127,6 +127,7 @@ def make_http_service(
         max_message_size=max_message_size,
         expected=expected if expected is not None else {name: 1 for name in bus.app_names()},
         history=history,
+        allowed_hosts=http.allowed_hosts,
     )
     _HistoryService(history).setServiceParent(top)
     site = QuietSite(resource)

@@ -2,15 +2,16 @@
 The HTTP endpoints, one small router over twisted.web.
 
 Reading endpoints answer anyone who can reach the port (127.0.0.1 unless allowed
-otherwise); writing ones (publish, replay, pause, resume) need the bearer token named by
-C{[http] token_env} and are off without one.
+otherwise) under one of the bus's names (L{hosts}: no DNS rebinding); writing ones
+(publish, replay, pause, resume) need the bearer token named by C{[http] token_env} and
+are off without one.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources as package_files
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ..errors import DecodeError
 from ..transports.setaside import DEAD, UNROUTED
 from .history import History
+from .hosts import HostCheck
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, BusMetrics
 from .posted import message_from_post
 from .snapshot import SetAsideListings, take_snapshot, transport_connected
@@ -78,9 +80,11 @@ class BusWeb(Resource):
         max_message_size: int | None,
         expected: dict[str, int],
         history: History | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.bus = bus
+        self.hosts = HostCheck(allowed_hosts)
         self.metrics = BusMetrics(bus)
         self.history = history if history is not None else History(bus)
         self.expected = expected
@@ -105,6 +109,11 @@ class BusWeb(Resource):
 
     def render(self, request: Request) -> Any:
         path = [p.decode("utf-8", "replace") for p in request.postpath or []]
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        refused = self.hosts.refusal(hosts)
+        if refused is not None:
+            self._refuse_host(request, "/" + "/".join(path), hosts or [], *refused)
+            return NOT_DONE_YET
         method = b"GET" if request.method == b"HEAD" else request.method  # twisted.web drops the body
         try:
             handler, args = self._route(method, path)
@@ -133,6 +142,12 @@ class BusWeb(Resource):
         if joined in known:
             raise _NoRoute(_error(405, f"{method.decode()} is not allowed on /{joined}"))
         raise _NoRoute(_error(404, f"no such endpoint: /{joined}"))
+
+    def _refuse_host(self, request: Request, path: str, hosts: Sequence[bytes], code: int, why: str) -> None:
+        if self.hosts.first_refusal(b", ".join(hosts)):
+            log.warn("http: refused {method} {path}: {why} (logged once per Host)",
+                     method=request.method.decode("ascii", "replace"), path=path[:200], why=why)
+        self._finish(request, _error(code, why))
 
     def _crashed(self, failure: Failure, request: Request) -> Answer:
         log.failure("http: {method} {path} failed", failure, method=request.method, path=request.path)
