@@ -5,20 +5,24 @@ of outgoing messages.
 It knows nothing of transports. Whatever a handler does (returns a message, a list, a
 Deferred, a coroutine; raises; returns garbage), the caller gets a Deferred that fires
 with a list of messages and never fails: errors become L{AppErrorOccurredMessage}s.
+A coroutine runs where L{scbus.coroutines} says: as an asyncio task on the asyncio
+reactor, so that it may await asyncio code as well as Deferreds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 import random
 import linecache
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
@@ -28,6 +32,7 @@ from twisted.python.threadpool import ThreadPool
 
 from . import codec
 from .appstate import AppCounters
+from .coroutines import event_loop_of, start_coroutine
 from .errorlog import ErrorLogLimiter, format_traceback
 from .errors import HandlerTimeout, InvalidSubscriptions
 from .logcapture import CapturedLog, install as install_log_capture, run_capturing
@@ -103,20 +108,28 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
 
 
-def _as_messages(value: Any, *, allow_async: bool) -> list[Message] | Deferred[list[Message]]:
-    """The accepted return shapes, as a list (or a Deferred of one)."""
+def _as_messages(
+    value: Any, *, allow_async: bool
+) -> list[Message] | Deferred[list[Message]] | Coroutine[Any, Any, Any]:
+    """
+    The accepted return shapes, as a list (or a Deferred of one); a coroutine is handed
+    back as it is, for the app bus to start on its event loop.
+    """
     if value is None:
         return []
     if isinstance(value, Message):
         return [value]
     if isinstance(value, Deferred) or inspect.iscoroutine(value):
         if not allow_async:
+            if inspect.iscoroutine(value):
+                value.close()  # never to run: no "never awaited" warning on top of the error
             raise _NotMessages(
                 "the handler returned a Deferred or coroutine from a thread-pool app; "
                 "threaded handlers must return plain values"
             )
-        d = value if isinstance(value, Deferred) else Deferred.fromCoroutine(value)
-        return d.addCallback(_as_messages, allow_async=False)
+        if isinstance(value, Deferred):
+            return value.addCallback(_as_messages, allow_async=False)
+        return value
     if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
         raise _NotMessages(
             "a handler must return None, a Message, an iterable of Messages, a Deferred "
@@ -172,6 +185,9 @@ class ApplicationMessageBus:
         coroutine or Deferred is cancelled; a thread's late result is ignored).
     @param thread_pool: the pool a thread-pool app runs its handlers in, instead of one
         of C{threads} threads of its own (tests pass L{scbus.testing.SynchronousThreadPool}).
+    @param event_loop: the asyncio loop coroutine handlers run on as tasks; by default the
+        asyncio reactor's when C{reactor} is one. Without a loop Twisted runs them, and
+        asyncio code in them fails with one line naming C{--reactor=asyncio}.
     """
 
     def __init__(
@@ -186,11 +202,13 @@ class ApplicationMessageBus:
         retry_max_delay: float = 60.0,
         time_limit: float | None = None,
         thread_pool: ThreadPool | None = None,
+        event_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if reactor is None:
             reactor = running_reactor()
         self.name = name
         self._reactor = reactor
+        self._event_loop = event_loop if event_loop is not None else event_loop_of(reactor)
         self._handlers, self._idle = check_subscriptions(name, subscriptions)
         self._resolved: dict[type, Handler | None] = {}
         self.threads = threads
@@ -358,7 +376,7 @@ class ApplicationMessageBus:
                     )
                     return self._attempt_failed(Failure(late), captured, handler, args, message, interval, attempt)
                 return self._finished(result, message)
-            d = result
+            d = result if isinstance(result, Deferred) else self._start(result, captured)
         failed_args = (captured, handler, args, message, interval, attempt)
         if self.time_limit is not None:
             d.addTimeout(self.time_limit, self._reactor, onTimeoutCancel=self._timed_out)
@@ -403,6 +421,16 @@ class ApplicationMessageBus:
     def _left_pool(self, result: Any) -> Any:
         self._running_in_pool -= 1
         return result
+
+    def _start(self, coro: Coroutine[Any, Any, Any], captured: CapturedLog) -> Deferred[list[Message]]:
+        # The coroutine runs in a context that captures its log, as a plain handler's
+        # call does; what its answer sets off (the error report, sending) does not.
+        context = run_capturing(captured, contextvars.copy_context)
+        try:
+            d = start_coroutine(coro, self._event_loop, context)
+        except Exception:  # the loop is closed, ...: the handler's error like any other
+            return fail()
+        return d.addCallback(_as_messages, allow_async=False)
 
     @staticmethod
     def _call(handler: Handler, args: tuple[Any, ...]) -> Any:

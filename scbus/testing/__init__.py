@@ -2,7 +2,10 @@
 Helpers for testing your own apps: the real bus on the in-memory transport and a fake
 clock, so handlers, idle handlers and chains of apps run deterministically, with no
 reactor and no sleeping. Thread-pool apps too: their handlers run at once on a
-L{SynchronousThreadPool} and their results come back through the clock.
+L{SynchronousThreadPool} and their results come back through the clock. Coroutine
+handlers run as asyncio tasks on a L{ClockEventLoop}, an asyncio loop on the same clock:
+they may await asyncio code and Deferreds, and their sleeps and timeouts pass as the
+clock is moved.
 L{scbus.testing.amqp} has an in-memory AMQP client, for transport authors.
 
     from scbus.testing import BusHarness
@@ -29,14 +32,15 @@ from ..appbus import ApplicationMessageBus
 from ..mainbus import AppStatus, MainMessageBus
 from ..message import AppErrorOccurredMessage, Message
 from ..transports.local import LocalTransport
+from .eventloop import MAX_ROUNDS, ClockEventLoop
 from .threads import SynchronousThreadPool, ThreadClock
 
-__all__ = ["BusHarness", "SynchronousThreadPool", "ThreadClock", "result_of", "run_handler"]
+__all__ = ["BusHarness", "ClockEventLoop", "SynchronousThreadPool", "ThreadClock", "result_of", "run_handler"]
 
 M = TypeVar("M", bound=Message)
 
 #: Rounds of "run what is due now" before flush() decides the apps never go quiet.
-MAX_FLUSH_ROUNDS = 100_000
+MAX_FLUSH_ROUNDS = MAX_ROUNDS
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -58,10 +62,20 @@ def run_handler(
     root_config: dict[str, Any] | None = None,
     name: str = "app",
 ) -> list[Message]:
-    """Build one app and hand it one message; answers what it returns (errors included)."""
+    """
+    Build one app and hand it one message; answers what it returns (errors included).
+    A coroutine handler runs to its end on a fake clock, its sleeps passing at once.
+    """
     subscriptions = builder(name, root_config or {}, config or {})
-    app = ApplicationMessageBus(name, subscriptions, reactor=Clock())
-    return result_of(app.handle(message))
+    clock = Clock()
+    loop = ClockEventLoop(clock)
+    app = ApplicationMessageBus(name, subscriptions, reactor=clock, event_loop=loop)
+    d = app.handle(message)
+    loop.flush()
+    for _ in range(MAX_FLUSH_ROUNDS):
+        if d.called or not loop.skip_to_next():
+            break
+    return result_of(d)
 
 
 class BusHarness:
@@ -70,10 +84,13 @@ class BusHarness:
 
     Thread-pool apps (C{threads=N}) run their handlers on a L{SynchronousThreadPool}:
     at once, with the result handed back through the clock, so tests stay deterministic.
+    Coroutine handlers run on L{loop}, an asyncio loop on the same clock.
     """
 
     def __init__(self, *, max_message_size: int | None = None) -> None:
         self.clock = ThreadClock()
+        #: The asyncio loop coroutine handlers run on; its time is the clock's.
+        self.loop = ClockEventLoop(self.clock)
         self.transport = LocalTransport(self.clock, max_message_size=max_message_size, record=True)
         self.bus = MainMessageBus("test", self.transport, reactor=self.clock, grace_period=0)
 
@@ -94,6 +111,7 @@ class BusHarness:
         subscriptions = builder(name, root_config or {}, config or {})
         if options.get("threads") and "thread_pool" not in options:
             options["thread_pool"] = SynchronousThreadPool(options["threads"], name=f"scbus-{name}")
+        options.setdefault("event_loop", self.loop)
         app = ApplicationMessageBus(name, subscriptions, reactor=self.clock, **options)
         self.bus.add_app(name, app, subscriptions, max_in_flight=max_in_flight)
         return app
@@ -115,26 +133,15 @@ class BusHarness:
         self.flush()
 
     def flush(self) -> None:
-        """Run everything due now (deliveries, handlers, sends) until nothing is."""
-        for _ in range(MAX_FLUSH_ROUNDS):
-            now = self.clock.seconds()
-            if not any(call.getTime() <= now for call in self.clock.getDelayedCalls()):
-                return
-            self.clock.advance(0)
-        raise AssertionError("the apps never went quiet: do two of them answer each other forever?")
+        """Run everything due now (deliveries, handlers, sends, coroutines) until nothing is."""
+        self.loop.flush()
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward, running idle handlers and what they cause on the way."""
-        target = self.clock.seconds() + seconds
-        self.flush()
-        while True:
-            due = [c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= target]
-            if not due:
-                break
-            self.clock.advance(max(0.0, min(due) - self.clock.seconds()))
-            self.flush()
-        self.clock.advance(max(0.0, target - self.clock.seconds()))
-        self.flush()
+        """
+        Move the clock forward, running idle handlers, coroutines' timers and what they
+        cause on the way.
+        """
+        self.loop.advance(seconds)
 
     @property
     def sent(self) -> list[Message]:
