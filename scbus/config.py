@@ -47,6 +47,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 TRANSPORTS = ("local", "amqp")
 QUEUE_TYPES = ("classic", "quorum")
 AMQP_CLIENTS = ("pika", "txamqp")
+REACTORS = ("default", "asyncio")
 #: apps.NAME.idle: one live process runs an app's idle handlers, or every process does.
 IDLE_MODES = ("one", "every")
 
@@ -59,6 +60,9 @@ class BusConfig:
     log_levels: dict[str, str] = dataclasses.field(default_factory=dict)
     grace_period: float = 10.0
     log_format: str = "text"
+    #: "asyncio": the bus runs on Twisted's asyncio reactor (coroutine handlers may await
+    #: asyncio code); "default": on whichever reactor twistd runs.
+    reactor: str = "default"
 
 
 @dataclasses.dataclass
@@ -247,6 +251,7 @@ BUS_KEYS: dict[str, Check] = {
     "log_levels": _levels_by_namespace,
     "grace_period": _seconds(0, 3600),
     "log_format": _one_of(("text", "json")),
+    "reactor": _one_of(REACTORS),
 }
 #: Keys every transport reads.
 TRANSPORT_KEYS: dict[str, Check] = {
@@ -670,12 +675,19 @@ class Loaded:
         return self.config.warnings
 
 
-def load_and_build(path: str) -> Loaded:
+def load_and_build(path: str, before_build: Callable[[Config], None] | None = None) -> Loaded:
     """
     Check the file and call every enabled app's builder, as twistd does before it starts.
+    C{before_build} is called with the config first (twistd installs the reactor it
+    names there, before a builder's import could install another).
     @raise ConfigError: every problem found, one line each (L{ConfigError.lines}).
     """
     config, problems = _parse(_read(path), path)
+    if before_build is not None:
+        try:
+            before_build(config)
+        except ConfigError as e:
+            problems.absorb(e)
     subscriptions: dict[str, dict[Any, Any]] = {}
     for name, app in config.apps.items():
         if app.enabled:

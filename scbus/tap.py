@@ -4,6 +4,11 @@ twistd's entry point: C{twistd -n scbus --config=scbus.toml}.
 The config is read, and every app's builder imported and called, while the command line
 is parsed, so a bad file stops twistd with one line and a non-zero exit before anything
 listens or connects.
+
+twistd imports its reactor only after that, unless C{--reactor} installed one while its
+own options were parsed: so C{bus.reactor = "asyncio"} is installed here, after the
+config is read and before any builder's import could install the default one; when
+twistd already installed another, the key is an error naming C{--reactor=asyncio}.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from typing import Any
 from twisted.python import usage
 
 from .config import Config, app_bus_options, load_and_build
+from .coroutines import event_loop_of
 from .errors import ConfigError
 from .reactors import IBusReactor
 from .servicetree import BusServiceTree
 
-__all__ = ["Options", "makeService", "make_bus_service"]
+__all__ = ["Options", "install_reactor", "makeService", "make_bus_service"]
 
 
 class Options(usage.Options):
@@ -33,13 +39,36 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config=FILE is required")
         try:
-            loaded = load_and_build(self["config"])
+            loaded = load_and_build(self["config"], before_build=install_reactor)
         except ConfigError as e:
             sys.stderr.writelines(f"scbus: {line}\n" for line in e.lines())
             raise SystemExit(2) from None
         # Warnings (a console without its passwd file, ...) are logged by the part that
         # acts on them once the bus runs; check-config prints them.
         self.loaded = (loaded.config, loaded.subscriptions)
+
+
+def install_reactor(config: Config) -> None:
+    """
+    Install the reactor C{bus.reactor} names, or check that twistd installed it already.
+    @raise ConfigError: another reactor is installed, so that the key cannot be honoured.
+    """
+    if config.bus.reactor != "asyncio":
+        return
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+        return
+    from twisted.internet import reactor
+
+    if event_loop_of(reactor) is None:
+        raise ConfigError(
+            config.source,
+            "bus.reactor",
+            f'"asyncio" cannot be honoured: the reactor is already {type(reactor).__module__}.'
+            f"{type(reactor).__name__} (twistd's --reactor, or an import); run twistd --reactor=asyncio -n scbus ...",
+        )
 
 
 def make_transport(config: Config, reactor: IBusReactor | None = None) -> Any:
