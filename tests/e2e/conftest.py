@@ -42,13 +42,13 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
 class Twistd:
     """A twistd -n scbus process, its log in a file, always ended by the fixture."""
 
-    def __init__(self, workdir: str, config_path: str) -> None:
+    def __init__(self, workdir: str, config_path: str, twistd_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.log_path = os.path.join(workdir, "twistd.log")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [*twistd_command(), "-n", "--pidfile=", "--logfile=-", "scbus", f"--config={config_path}"],
+            [*twistd_command(), "-n", "--pidfile=", "--logfile=-", *twistd_args, "scbus", f"--config={config_path}"],
             cwd=workdir,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -74,8 +74,8 @@ class Twistd:
 def run_twistd():
     started: list[Twistd] = []
 
-    def start(workdir: str, config_path: str) -> Twistd:
-        t = Twistd(workdir, config_path)
+    def start(workdir: str, config_path: str, twistd_args: tuple[str, ...] = ()) -> Twistd:
+        t = Twistd(workdir, config_path, twistd_args)
         started.append(t)
         return t
 
