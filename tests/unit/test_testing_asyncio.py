@@ -4,6 +4,8 @@ fake clock: deterministic, and not a real second of waiting.
 """
 
 import asyncio
+import os
+import re
 import time
 from datetime import timedelta
 
@@ -11,6 +13,8 @@ from twisted.internet.task import deferLater
 
 from scbus.message import Message
 from scbus.testing import BusHarness, ClockEventLoop, run_handler
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Order(Message, wire_name="test.aio.Order"):
@@ -125,3 +129,14 @@ def test_real_io_under_the_harness_is_an_error_the_docs_name():
     [report] = run_handler(lambda *_: {Order: on_order}, Order(n=1))
     assert report.error_type == "NotImplementedError"
 
+
+def test_the_readmes_fetcher_example_runs_as_written():
+    """The README's coroutine app and its test, taken from the README itself."""
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("### Coroutine handlers and asyncio", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    [app] = [b for b in blocks if "def make_fetcher" in b]
+    [test] = [b for b in blocks if "def test_the_fetcher" in b]
+    namespace: dict = {}
+    exec(compile("from scbus.testing import BusHarness, run_handler\n" + app + test, "README.md", "exec"), namespace)
+    namespace["test_the_fetcher_ships_after_its_sleep"]()
