@@ -319,3 +319,31 @@ def test_on_a_real_event_loop_the_answer_is_the_messages():
         loop.close()
     assert answer == [Done(n=5), Done(n=6)]
     assert all(m.correlation_id is not None for m in answer)
+
+
+def test_a_deferred_awaited_deeper_down_and_in_tasks_started_by_hand():
+    """A helper coroutine awaits a Deferred as the handler does; gather's tasks use asFuture."""
+    box = {}
+
+    async def helper(seconds, value):
+        return await deferLater(box["clock"], seconds, lambda: value)
+
+    async def on_job(job):
+        first = await helper(1, "nested")
+        loop = asyncio.get_running_loop()
+        both = await asyncio.gather(
+            deferLater(box["clock"], 1, lambda: "a").asFuture(loop),
+            asyncio.create_task(helper_by_future(loop, "b")),
+        )
+        return Done(n=job.n, note=" ".join([first, *both]))
+
+    async def helper_by_future(loop, value):
+        return await deferLater(box["clock"], 2, lambda: value).asFuture(loop)
+
+    app, clock, loop = on_loop({Job: on_job})
+    box["clock"] = clock
+    d = app.handle(Job(n=1))
+    loop.advance(2.5)
+    assert not d.called
+    loop.advance(0.5)
+    assert result_of(d) == [Done(n=1, note="nested a b")]
