@@ -1,0 +1,165 @@
+"""
+The wire's limits on a message's own fields, where messages are built, decoded and
+encoded: ids and correlation ids at most 255 bytes of UTF-8 (AMQP short strings),
+created_at within the AMQP timestamp range (unsigned 64-bit seconds), wire names that
+leave their exchange's name a short string.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scbus import codec
+from scbus.errors import EncodeError, MalformedMessage
+from scbus.message import MAX_ID_BYTES, Message, envelope_problem, is_wire_id
+
+
+class Limited(Message, wire_name="test.limits.Limited"):
+    n: int
+
+
+#: The largest float below 2**64.
+LAST_TIMESTAMP = 2.0**64 - 2048
+
+
+def envelope(**fields):
+    return {"type": Limited.wire_name, "id": "i", "created_at": 1.0, "correlation_id": None, "data": {"n": 1}, **fields}
+
+
+def body_of(**fields) -> bytes:
+    return json.dumps(envelope(**fields)).encode()
+
+
+GOOD_IDS = ["x", "x" * 255, "é" * 127 + "x", "☃" * 85, "😀" * 63 + "xyz", "\x00"]
+BAD_IDS = [("x" * 256, "256 bytes"), ("é" * 128, "256 bytes"), ("😀" * 64, "256 bytes"), ("x" * 300, "300 bytes"),
+           ("a\udc80", "lone surrogate"), ("\ud83d", "lone surrogate")]
+GOOD_TIMES = [0, 0.0, -0.0, 1, 1.5, 2**63, 1e19, LAST_TIMESTAMP]
+BAD_TIMES = [-1, -5, -1e-300, -0.5, 2**64, 2**64 - 1, 2.0**64, 1e20, 10**30]
+
+
+@pytest.mark.parametrize("value", GOOD_IDS)
+def test_ids_and_correlation_ids_up_to_255_bytes_travel(value):
+    for field in ("id", "correlation_id"):
+        decoded = codec.decode(body_of(**{field: value}))
+        assert getattr(decoded, field) == value
+        built = Limited(n=1, **{field: value})
+        assert codec.decode(codec.encode(built)) == built and getattr(built, field) == value
+
+
+@pytest.mark.parametrize("value, words", BAD_IDS)
+def test_ids_and_correlation_ids_past_255_bytes_are_refused_naming_the_field(value, words):
+    for field in ("id", "correlation_id"):
+        with pytest.raises(MalformedMessage) as decoding:
+            codec.decode(body_of(**{field: value}))
+        with pytest.raises(MalformedMessage) as building:
+            Limited(n=1, **{field: value})
+        for error in (decoding.value, building.value):
+            assert f"'{field}'" in str(error) and words in str(error) and "\n" not in str(error)
+            assert error.reason == "malformed"
+
+
+@pytest.mark.parametrize("value", GOOD_TIMES)
+def test_created_at_within_the_timestamp_range_travels(value):
+    decoded = codec.decode(body_of(created_at=value))
+    assert decoded.created_at == float(value) and type(decoded.created_at) is float
+    built = Limited(n=1, created_at=value)
+    assert built.created_at == float(value) and type(built.created_at) is float
+    assert codec.decode(codec.encode(built)).created_at == built.created_at
+
+
+@pytest.mark.parametrize("value", BAD_TIMES)
+def test_created_at_outside_the_timestamp_range_is_refused(value):
+    with pytest.raises(MalformedMessage, match="'created_at' is .*: it must be at least 0 and below 2\\*\\*64"):
+        codec.decode(body_of(created_at=value))
+    with pytest.raises(MalformedMessage, match="'created_at'"):
+        Limited(n=1, created_at=value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "now", None])
+def test_created_at_that_is_not_a_finite_number_is_refused_when_built_too(value):
+    with pytest.raises(MalformedMessage, match="'created_at' must be a (finite )?number"):
+        Limited(n=1, created_at=value)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("created_at", -1.0, "'created_at' is -1.0"),
+    ("created_at", 2.0**64, "below 2**64"),
+    ("id", "x" * 256, "'id' is 256 bytes"),
+    ("id", "", "no string 'id'"),
+    ("correlation_id", "é" * 200, "'correlation_id' is 400 bytes"),
+    ("correlation_id", 5, "'correlation_id' must be a string or null"),
+])
+def test_a_message_changed_after_it_was_built_is_refused_at_encode(field, value, words):
+    message = Limited(n=1)
+    setattr(message, field, value)  # as a handler may, on the message it returns
+    assert words in (envelope_problem(message) or "")
+    with pytest.raises(EncodeError) as info:
+        codec.encode(message)
+    assert str(info.value).startswith("test.limits.Limited: cannot encode: ") and words in str(info.value)
+
+
+def test_is_wire_id_says_what_can_travel():
+    assert all(is_wire_id(v) for v in GOOD_IDS)
+    assert not any(is_wire_id(v) for v, _ in BAD_IDS)
+    assert not is_wire_id(None) and not is_wire_id(b"x") and not is_wire_id("")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_the_id_limit_is_the_utf8_size(text):
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = None
+    fits = bool(text) and size is not None and size <= MAX_ID_BYTES
+    assert is_wire_id(text) == fits
+    try:
+        codec.decode(body_of(id=text))
+        decoded = True
+    except MalformedMessage:
+        decoded = False
+    assert decoded == fits
+
+
+def test_a_wire_name_whose_exchange_name_would_pass_255_bytes_is_refused_at_class_definition():
+    class Longest(Message, wire_name="w" * 244):
+        pass
+
+    assert Longest.wire_name == "w" * 244
+    with pytest.raises(TypeError, match="245 bytes of UTF-8: at most 244"):
+        class TooLong(Message, wire_name="w" * 245):
+            pass
+    with pytest.raises(TypeError, match="246 bytes of UTF-8"):
+        class TooLongInBytes(Message, wire_name="é" * 123):
+            pass
+
+
+# --- publishing from outside a bus ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("created_at", -5.0, "'created_at' is -5.0"), ("id", "x" * 300, "'id' is 300 bytes"),
+    ("correlation_id", "☃" * 86, "'correlation_id' is 258 bytes"),
+])
+def test_the_publishers_refuse_a_message_past_the_limits_in_one_line_before_connecting(field, value, words):
+    from twisted.internet.task import Clock
+
+    from scbus.client import Publisher, TwistedPublisher
+
+    message = Limited(n=1)
+    setattr(message, field, value)
+    unreachable = "amqp://guest:guest@127.0.0.1:1/%2F"  # refused before any connection is tried
+    publisher = Publisher(unreachable)
+    with pytest.raises(EncodeError) as info:
+        publisher.publish(message)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert publisher._connection is None
+    failed = TwistedPublisher(unreachable, reactor=Clock()).publish(message)
+    errors = []
+    failed.addErrback(errors.append)
+    [failure] = errors
+    assert failure.check(EncodeError) and words in failure.getErrorMessage()
