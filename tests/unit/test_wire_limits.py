@@ -2,12 +2,15 @@
 The wire's limits on a message's own fields, where messages are built, decoded and
 encoded: ids and correlation ids at most 255 bytes of UTF-8 (AMQP short strings),
 created_at within the AMQP timestamp range (unsigned 64-bit seconds), wire names that
-leave their exchange's name a short string.
+leave their exchange's name a short string; and a content header over one frame refused
+at publish, by both clients.
 """
 
 from __future__ import annotations
 
 import json
+import struct
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +19,8 @@ from hypothesis import strategies as st
 from scbus import codec
 from scbus.errors import EncodeError, MalformedMessage
 from scbus.message import MAX_ID_BYTES, Message, envelope_problem, is_wire_id
+from scbus.transports.amqp.client import Properties
+from scbus.transports.amqp.pika_frames import HeaderTooLarge, publish_frames
 
 
 class Limited(Message, wire_name="test.limits.Limited"):
@@ -136,6 +141,76 @@ def test_a_wire_name_whose_exchange_name_would_pass_255_bytes_is_refused_at_clas
     with pytest.raises(TypeError, match="246 bytes of UTF-8"):
         class TooLongInBytes(Message, wire_name="é" * 123):
             pass
+
+
+# --- content headers over one frame ---------------------------------------------------------
+
+#: RabbitMQ's default frame_max less the frame's own 8 bytes.
+MAX_PAYLOAD = 131_072 - 8
+
+
+def header_with(size: int) -> Properties:
+    """Properties whose content header is exactly C{size} bytes (a padded header table)."""
+    base = Properties(content_type="application/json", delivery_mode=2, headers={"pad": ""})
+    empty = content_header_size(publish_frames(1, "", "q", False, base, b"", MAX_PAYLOAD))
+    return Properties(content_type="application/json", delivery_mode=2, headers={"pad": "p" * (size - empty)})
+
+
+def content_header_size(frames: bytes) -> int:
+    _, _, method_size = struct.unpack_from(">BHI", frames)
+    kind, _, size = struct.unpack_from(">BHI", frames, 8 + method_size)
+    assert kind == 2
+    return size
+
+
+def test_pika_frames_refuses_a_content_header_over_one_frame():
+    fits = header_with(MAX_PAYLOAD)
+    frames = publish_frames(1, "", "q", False, fits, b"{}", MAX_PAYLOAD)
+    assert content_header_size(frames) == MAX_PAYLOAD
+    with pytest.raises(HeaderTooLarge, match=f"is {MAX_PAYLOAD + 1} bytes, over the {MAX_PAYLOAD} one frame carries"):
+        publish_frames(1, "", "q", False, header_with(MAX_PAYLOAD + 1), b"{}", MAX_PAYLOAD)
+
+
+def tx_channel(frame_max: int = 131_072):
+    pytest.importorskip("txamqp")
+    from twisted.internet.defer import succeed
+    from twisted.internet.task import Clock
+
+    from scbus.transports.amqp.txamqp_client import TxChannel
+    from scbus.transports.amqp.txamqp_spec import load_spec
+
+    published = []
+    txamqp_channel = SimpleNamespace(id=1, basic_publish=lambda **kw: published.append(kw) or succeed(None))
+    connection = SimpleNamespace(
+        _watch_clock=Clock(), outgoing=SimpleNamespace(pending=[]), transport=None, spec=load_spec(),
+        MAX_LENGTH=frame_max,
+    )
+    return TxChannel(connection=connection, channel=txamqp_channel), published
+
+
+def test_txamqp_refuses_a_content_header_over_one_frame_and_writes_one_that_fits():
+    from scbus.transports.amqp.txamqp_compat import header_size
+
+    channel, published = tx_channel()
+    from scbus.transports.amqp.txamqp_client import _PROPERTY_NAMES
+
+    klass = channel._connection.spec.classes.byname["basic"]
+    fits = header_with(MAX_PAYLOAD)
+    # txAMQP's encoding of these properties has the size pika's has
+    wire = {w: getattr(fits, a) for a, w in _PROPERTY_NAMES.items() if getattr(fits, a) is not None}
+    assert header_size(klass, 2, wire) == MAX_PAYLOAD
+    channel.publish("", "q", b"{}", fits)
+    assert len(published) == 1
+    with pytest.raises(HeaderTooLarge, match=f"is {MAX_PAYLOAD + 1} bytes"):
+        channel.publish("", "q", b"{}", header_with(MAX_PAYLOAD + 1))
+    assert len(published) == 1  # nothing written for the refused one
+
+
+def test_txamqp_refuses_a_header_table_it_cannot_encode_at_publish():
+    channel, published = tx_channel()
+    with pytest.raises(TypeError, match="cannot put a object in an AMQP field table"):
+        channel.publish("", "q", b"{}", Properties(headers={"x": object()}))
+    assert published == []
 
 
 # --- publishing from outside a bus ------------------------------------------------------------

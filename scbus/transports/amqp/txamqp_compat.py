@@ -26,7 +26,10 @@ from .client import property_error_text
 #: The key, in a content header's properties, that says why they could not be decoded.
 UNDECODABLE = "x-scbus-undecodable"
 
-__all__ = ["UNDECODABLE", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody", "FixedChannel", "FixedClient"]
+__all__ = [
+    "UNDECODABLE", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody", "FixedChannel", "FixedClient",
+    "header_size",
+]
 
 
 class FixedCodec(Codec):
@@ -103,14 +106,6 @@ class FixedCodec(Codec):
             self.write(data)
         else:
             raise TypeError(f"cannot put a {type(value).__name__} in an AMQP field table")
-
-    @classmethod
-    def check_table(cls, table: dict[str, Any]) -> None:
-        """
-        Raise if C{table} cannot be encoded. txAMQP encodes frames later, in its writer
-        loop, where an exception stops every later frame: so a publish checks first.
-        """
-        cls(BytesIO()).encode_table(table)
 
     def decode_table(self) -> dict[str, Any]:
         size = self.decode_long()
@@ -192,6 +187,18 @@ class FixedMethod(Method):
 
 
 FixedMethod.type = Frame.METHOD
+
+
+def header_size(klass: Any, body_size: int, properties: dict[str, Any]) -> int:
+    """
+    Bytes of the content header txAMQP writes for these properties (a frame's payload:
+    it must fit in frame_max less 8). Raises as writing it would.
+    """
+    buf = BytesIO()
+    c = FixedCodec(buf)
+    FixedHeader(klass, 0, body_size, **properties).encode(c)
+    c.flush()
+    return len(buf.getvalue()) - 4  # (written as long bytes: a 4-byte length, then the payload)
 
 
 class FixedHeader(Header):
