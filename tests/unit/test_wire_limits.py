@@ -213,6 +213,56 @@ def test_txamqp_refuses_a_header_table_it_cannot_encode_at_publish():
     assert published == []
 
 
+# --- a broker that offers no frame size limit ------------------------------------------------
+
+
+class _TuneChannel:
+    def __init__(self):
+        self.tuned = None
+
+    def connection_tune_ok(self, *args):
+        self.tuned = args
+
+
+@pytest.mark.parametrize("offered, asked", [(0, 131_072), (4096, 4096), (131_072, 131_072), (1_048_576, 1_048_576)])
+def test_txamqp_asks_for_a_frame_size_when_the_broker_offers_no_limit(offered, asked):
+    pytest.importorskip("txamqp")
+    from scbus.transports.amqp.txamqp_compat import FixedDelegate
+
+    started = []
+    client = SimpleNamespace(MAX_LENGTH=4096, heartbeatInterval=10, started=SimpleNamespace(fire=lambda: started.append(1)))
+    delegate = FixedDelegate()
+    delegate.client = client
+    channel = _TuneChannel()
+    delegate.connection_tune(channel, SimpleNamespace(channel_max=0, frame_max=offered))
+    assert channel.tuned == (0, asked, 10)
+    assert client.MAX_LENGTH == asked and started == [1]
+
+
+def test_txamqp_splits_a_body_by_the_frame_size_asked_for_when_unlimited():
+    pytest.importorskip("txamqp")
+    from scbus.transports.amqp.txamqp_compat import FixedDelegate
+
+    channel, published = tx_channel(frame_max=0)
+    delegate = FixedDelegate()
+    delegate.client = channel._connection
+    channel._connection.heartbeatInterval = 0
+    channel._connection.started = SimpleNamespace(fire=lambda: None)
+    delegate.connection_tune(_TuneChannel(), SimpleNamespace(channel_max=0, frame_max=0))
+    written = []
+    channel._connection.transport = SimpleNamespace(write=written.append)
+    body = b"z" * (3 * 131_072)
+    channel.publish("x", "", body, Properties(message_id="m"))
+    [frames] = written
+    sizes = []
+    while frames:
+        kind, _, size = struct.unpack_from(">BHI", frames)
+        sizes.append((kind, size))
+        frames = frames[8 + size:]
+    bodies = [size for kind, size in sizes if kind == 3]
+    assert sum(bodies) == len(body) and max(bodies) == 131_072 - 8
+
+
 # --- publishing from outside a bus ------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from txamqp.client import Closed, TwistedDelegate
+from txamqp.client import Closed
 from txamqp.content import Content
 from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
@@ -28,7 +28,7 @@ from .confirms import PublishConfirms
 from .pika_frames import HeaderTooLarge, publish_frames
 from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, RawDelivery
 from .settings import AMQPSettings
-from .txamqp_compat import UNDECODABLE, FixedClient, header_size
+from .txamqp_compat import UNDECODABLE, FixedClient, FixedDelegate, header_size
 from .txamqp_spec import DEFAULT_SPEC, load_spec
 
 __all__ = ["DEFAULT_SPEC", "load_spec", "txamqp_factory", "TxConnection"]
@@ -88,7 +88,7 @@ def _closed_meanwhile(failure: Any) -> None:
     failure.trap(Closed)
 
 
-class _Delegate(TwistedDelegate):
+class _Delegate(FixedDelegate):
     """What the broker sends that txAMQP's delegate does not handle."""
 
     def basic_ack(self, ch: Any, msg: Any) -> None:

@@ -16,6 +16,7 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet import defer
+from txamqp.client import TwistedDelegate
 from txamqp.codec import Codec
 from txamqp.connection import Body, Frame, Header, Heartbeat, Method
 from txamqp.protocol import AMQChannel, AMQClient
@@ -27,9 +28,13 @@ from .client import property_error_text
 UNDECODABLE = "x-scbus-undecodable"
 
 __all__ = [
-    "UNDECODABLE", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody", "FixedChannel", "FixedClient",
-    "header_size",
+    "UNDECODABLE", "FRAME_MAX_WHEN_UNLIMITED", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody",
+    "FixedChannel", "FixedClient", "FixedDelegate", "header_size",
 ]
+
+#: The frame size asked for when the broker offers no limit (frame_max = 0): pika's and
+#: RabbitMQ's default.
+FRAME_MAX_WHEN_UNLIMITED = 131_072
 
 
 class FixedCodec(Codec):
@@ -340,6 +345,21 @@ class FixedChannel(AMQChannel):
         step = self.client.MAX_LENGTH - 8
         for i in range(0, len(body), step):
             queue.put(Frame(self.id, FixedBody(body[i:i + step])))
+
+
+class FixedDelegate(TwistedDelegate):
+    """
+    Defect: C{connection_tune} takes the broker's frame_max as it is, and RabbitMQ may
+    offer 0 (no limit): txAMQP then splits bodies in steps of -8 (no body frame is ever
+    written, so the publish never completes) and counts every partial frame it reads
+    as too long. Fixed: no limit offered, the usual 131,072 asked for.
+    """
+
+    def connection_tune(self, ch: Any, msg: Any) -> None:
+        frame_max = msg.frame_max or FRAME_MAX_WHEN_UNLIMITED
+        self.client.MAX_LENGTH = frame_max
+        ch.connection_tune_ok(msg.channel_max, frame_max, self.client.heartbeatInterval)
+        self.client.started.fire()
 
 
 class FixedClient(AMQClient):
