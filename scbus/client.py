@@ -153,7 +153,9 @@ class Publisher:
         Publish C{message} to its type's exchange and wait for the broker's confirm.
         Answers the message id.
 
-        @raise EncodeError: a value cannot travel as JSON, or the body is too large.
+        @raise EncodeError: a value cannot travel (one JSON cannot carry; an id or
+            correlation id over 255 bytes of UTF-8, a created_at outside the AMQP
+            timestamp range), or the body is too large. Nothing is sent then.
         @raise PublishReturned: nothing routes it (no bus has declared scbus.unrouted yet).
         @raise PublishRefused: the broker refused it.
         @raise BrokerUnreachable: no broker accepted the connection.

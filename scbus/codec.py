@@ -17,7 +17,7 @@ import reprlib
 from typing import Any
 
 from .errors import DecodeError, EncodeError, MalformedMessage, MessageTooLarge
-from .message import Message
+from .message import Message, envelope_problem
 
 __all__ = [
     "CONTENT_TYPE",
@@ -98,10 +98,15 @@ _one_shot_encoder = _make_one_shot_encoder()
 
 def encode(message: Message, max_size: int | None = None) -> bytes:
     """
-    The message as UTF-8 JSON bytes; L{EncodeError} if a value cannot travel, or if the
-    body is longer than C{max_size}: every transport refuses it at the sender, where the
-    error can still be handled, rather than setting it aside at the receiver.
+    The message as UTF-8 JSON bytes; L{EncodeError} if a value cannot travel (its id,
+    created_at or correlation id past the wire's limits included: a handler may have
+    changed them since the message was built), or if the body is longer than
+    C{max_size}: every transport refuses it at the sender, where the error can still be
+    handled, rather than setting it aside at the receiver.
     """
+    problem = envelope_problem(message)
+    if problem is not None:
+        raise EncodeError(f"{message.wire_name}: cannot encode: {problem}")
     try:
         body = _dumps(message.to_dict()).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as e:

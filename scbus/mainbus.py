@@ -29,7 +29,7 @@ from .idleloops import IdleLoops
 from .interfaces import (
     IDelivery, IImmediateAck, IImmediateSend, IPauseMarks, IPrefetchHold, IReadyDeliveries, IReportedSend, ITransport,
 )
-from .message import Message
+from .message import Message, is_wire_id
 from .reactors import running_reactor
 
 __all__ = ["MainMessageBus", "AppStatus"]
@@ -529,9 +529,13 @@ class MainMessageBus(Service):
         self, failure: Failure, message: Message, app: _App, delivery: IDelivery | None
     ) -> Deferred[Any]:
         failure.trap(EncodeError)
-        # The delivery is done: the app's error is reported instead of its result.
+        # The delivery is done: the app's error is reported instead of its result, under
+        # the result's correlation id unless that is what cannot travel.
         incoming = delivery.message if delivery is not None else None
-        report = app.bus.unsendable_report(failure.getErrorMessage(), incoming, message.correlation_id)
+        correlation = message.correlation_id
+        if correlation is not None and not is_wire_id(correlation):
+            correlation = (incoming.correlation_id or incoming.id) if incoming is not None else None
+        report = app.bus.unsendable_report(failure.getErrorMessage(), incoming, correlation)
         return self.transport.send(report)
 
     def _ack_then_finish(self, app: _App, delivery: IDelivery) -> None:
@@ -573,8 +577,9 @@ class MainMessageBus(Service):
             return None
         if failure.check(_UnexpectedType):
             return self._reject_unexpected(app, delivery)
-        if failure.check(TransportError):
+        if failure.check(TransportError) and not failure.check(EncodeError):
             # The transport could not take the results now: the message comes again.
+            # (Not for what cannot be encoded: that fails the same way every time.)
             app.counters.send_failures += 1
             # Expected when the broker is away or the bus stops: a warning that says why,
             # not a traceback (nothing is lost: the message comes again).

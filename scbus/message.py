@@ -31,12 +31,26 @@ __all__ = [
     "registered_types",
     "snapshot",
     "from_snapshot",
+    "envelope_problem",
+    "is_wire_id",
+    "MAX_ID_BYTES",
 ]
 
 M = TypeVar("M", bound="Message")
 
 #: Names an envelope uses; a subclass may not declare fields with these names.
 RESERVED_NAMES = frozenset({"type", "id", "created_at", "correlation_id", "data"})
+
+#: The longest id or correlation id, in UTF-8 bytes: over AMQP each travels as a short
+#: string (the message_id and correlation_id properties), which holds at most 255.
+MAX_ID_BYTES = 255
+
+#: created_at travels as an AMQP timestamp, unsigned 64-bit seconds: from 0 to below this.
+CREATED_AT_END = 2.0**64
+
+#: The longest wire name, in UTF-8 bytes: its exchange, C{scbus.type.<wire name>}, is named
+#: by a short string too.
+MAX_WIRE_NAME_BYTES = MAX_ID_BYTES - len("scbus.type.")
 
 _registry: dict[str, type[Message]] = {}
 
@@ -339,6 +353,14 @@ class Message:
             )
         dataclasses.dataclass(kw_only=True)(cls)
         name = wire_name or f"{cls.__module__}.{cls.__qualname__}"
+        size = _utf8_size(name)
+        if size is None or size > MAX_WIRE_NAME_BYTES:
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            raise TypeError(
+                f"wire name {shown!r} of {cls.__qualname__} is "
+                + ("not UTF-8 text" if size is None else f"{size} bytes of UTF-8")
+                + f": at most {MAX_WIRE_NAME_BYTES} travel (its exchange's name is an AMQP short string)"
+            )
         previous = _registry.get(name)
         if previous is not None and (
             previous.__module__ != cls.__module__ or previous.__qualname__ != cls.__qualname__
@@ -353,6 +375,10 @@ class Message:
     def __post_init__(self) -> None:
         plan = _plan(type(self))
         values = self.__dict__
+        if not _fits(values["id"], values["created_at"], values["correlation_id"]):
+            values["id"], values["created_at"], values["correlation_id"] = _checked_envelope(
+                self.wire_name, values["id"], values["created_at"], values["correlation_id"]
+            )
         try:
             for name, unchanged, check in plan.checks:
                 value = values[name]
@@ -397,14 +423,12 @@ class Message:
                 f"message type {wire_name!r} is not a {cls.wire_name!r} message"
             )
         message_id = envelope.get("id")
-        if not isinstance(message_id, str) or not message_id:
-            raise MalformedMessage(f"{wire_name}: the envelope has no string 'id'")
         created_at = envelope.get("created_at")
-        if type(created_at) is not float or created_at - created_at != 0.0:  # (not finite)
-            created_at = _unix_time(created_at, wire_name)
         correlation_id = envelope.get("correlation_id")
-        if correlation_id is not None and not isinstance(correlation_id, str):
-            raise MalformedMessage(f"{wire_name}: 'correlation_id' must be a string or null")
+        if not _fits(message_id, created_at, correlation_id):
+            message_id, created_at, correlation_id = _checked_envelope(
+                wire_name, message_id, created_at, correlation_id
+            )
         data = envelope.get("data", {})
         if not isinstance(data, dict):
             raise MalformedMessage(f"{wire_name}: 'data' must be a JSON object")
@@ -482,17 +506,103 @@ def from_snapshot(taken: Snapshot) -> Message | None:
     return message
 
 
-def _unix_time(value: Any, wire_name: str) -> float:
-    """An envelope's C{created_at} as a finite float, or the reason it is refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MalformedMessage(f"{wire_name}: 'created_at' must be a number (Unix time)")
+# --- the envelope's own fields ---------------------------------------------------------
+
+
+def _fits(message_id: Any, created_at: Any, correlation_id: Any) -> bool:
+    """
+    The usual envelope, at the cost of a few comparisons: ASCII ids (a byte a character,
+    so their length is their size) and a float created_at within the timestamp range
+    (which NaN and infinities are not). Anything else takes L{_checked_envelope}.
+    """
+    return (
+        type(message_id) is str and message_id.isascii() and 0 < len(message_id) <= MAX_ID_BYTES
+        and type(created_at) is float and 0.0 <= created_at < CREATED_AT_END
+        and (
+            correlation_id is None
+            or (type(correlation_id) is str and correlation_id.isascii() and len(correlation_id) <= MAX_ID_BYTES)
+        )
+    )
+
+
+def _utf8_size(text: str) -> int | None:
+    """Bytes of C{text} in UTF-8; None when UTF-8 cannot carry it (a lone surrogate)."""
+    if text.isascii():
+        return len(text)
     try:
-        value = float(value)
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _id_problem(value: Any, name: str) -> str | None:
+    if not isinstance(value, str):
+        return f"'{name}' must be a string" + (" or null" if name == "correlation_id" else "")
+    size = _utf8_size(value)
+    if size is None:
+        return f"'{name}' is not UTF-8 text (it holds a lone surrogate)"
+    if size > MAX_ID_BYTES:
+        return f"'{name}' is {size} bytes of UTF-8, over the limit of {MAX_ID_BYTES} (an AMQP short string)"
+    return None
+
+
+def is_wire_id(value: Any) -> bool:
+    """True when C{value} can travel as a message's id or correlation id (a non-empty one)."""
+    return isinstance(value, str) and bool(value) and _id_problem(value, "id") is None
+
+
+def _time_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "'created_at' must be a number (Unix time)"
+    try:
+        seconds = float(value)
     except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise MalformedMessage(f"{wire_name}: 'created_at' must be a finite number (Unix time)")
-    return value
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        return "'created_at' must be a finite number (Unix time)"
+    if not 0.0 <= seconds < CREATED_AT_END:
+        shown = repr(value) if len(repr(value)) <= 30 else f"{seconds:.6g}"
+        return (
+            f"'created_at' is {shown}: it must be at least 0 and below 2**64 "
+            "(Unix time in seconds, an AMQP timestamp)"
+        )
+    return None
+
+
+def _envelope_problem(message_id: Any, created_at: Any, correlation_id: Any) -> str | None:
+    """What the wire cannot carry of these envelope fields, the first found; None if all travel."""
+    if not isinstance(message_id, str) or not message_id:
+        return "the envelope has no string 'id'"
+    problem = _id_problem(message_id, "id") or _time_problem(created_at)
+    if problem is None and correlation_id is not None:
+        problem = _id_problem(correlation_id, "correlation_id")
+    return problem
+
+
+def _checked_envelope(
+    wire_name: str, message_id: Any, created_at: Any, correlation_id: Any
+) -> tuple[str, float, str | None]:
+    """
+    The envelope's fields as a message holds them (an int created_at as a float), or
+    L{MalformedMessage} naming the first field the wire cannot carry and why.
+    """
+    problem = _envelope_problem(message_id, created_at, correlation_id)
+    if problem is not None:
+        raise MalformedMessage(f"{wire_name}: {problem}")
+    return message_id, float(created_at), correlation_id
+
+
+def envelope_problem(message: Message) -> str | None:
+    """
+    Why the message's id, created_at or correlation id cannot travel, or None. They are
+    checked when a message is built and decoded; this is for one changed since (a
+    handler may set them on the message it returns).
+    """
+    values = message.__dict__
+    message_id, created_at, correlation_id = values["id"], values["created_at"], values["correlation_id"]
+    if _fits(message_id, created_at, correlation_id):
+        return None
+    return _envelope_problem(message_id, created_at, correlation_id)
 
 
 def _defaults(cls: type[Message]) -> dict[str, Callable[[], Any]]:

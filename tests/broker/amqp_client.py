@@ -149,3 +149,12 @@ async def eventually(check, timeout=30.0):
         if reactor.seconds() > deadline:
             raise AssertionError("condition not met in time")
         await task.deferLater(reactor, 0.05, lambda: None)
+
+
+def fresh_vhost(test, prefix: str) -> str:
+    """The URL of a vhost of C{test}'s own on C{test.rabbit}, deleted after the test."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    test.rabbit.ctl("add_vhost", vhost)
+    test.addCleanup(test.rabbit.ctl, "delete_vhost", vhost)
+    test.rabbit.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    return test.rabbit.url.rsplit("/", 1)[0] + "/" + vhost

@@ -142,6 +142,8 @@ def test_published_message_is_handled_by_the_bus(setup):
         ('{"item": "tea"}', "quantity"),
         ('{"item": "tea", "quantity": 1, "qantity": 2}', "qantity"),
         ('{"item": 5, "quantity": 1}', "item"),
+        ('{"type": "client_test.Order", "created_at": -5, "data": {"item": "tea", "quantity": 1}}', "'created_at' is -5"),
+        ('{"type": "client_test.Order", "id": "%s", "data": {"item": "tea", "quantity": 1}}' % ("x" * 300), "'id' is 300 bytes"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_field_and_nothing_is_sent(setup, vhost_url, data, field):

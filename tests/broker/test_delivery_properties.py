@@ -31,7 +31,7 @@ from scbus.message import Message
 
 from ..contract.test_amqp_contract import connected, make_amqp_transport
 from .hostile import FIELD_TYPES, HostileProducer, Raw, array, nested_table, table
-from .amqp_client import eventually
+from .amqp_client import eventually, fresh_vhost
 
 #: Cases per client: the batch runs in a few seconds on a loaded machine.
 EXAMPLES = 40
@@ -217,11 +217,7 @@ class DeliveryPathProperties(unittest.TestCase):
     client = "pika"
 
     def vhost_url(self) -> str:
-        vhost = f"hypothesis-{self.client}-{uuid.uuid4().hex[:6]}"
-        self.rabbit.ctl("add_vhost", vhost)
-        self.addCleanup(self.rabbit.ctl, "delete_vhost", vhost)
-        self.rabbit.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        return self.rabbit.url.rsplit("/", 1)[0] + "/" + vhost
+        return fresh_vhost(self, f"hypothesis-{self.client}")
 
     async def test_every_delivery_is_handled_or_set_aside_and_the_bus_stays_up(self):
         failures = []

@@ -533,3 +533,84 @@ def test_a_stuck_app_is_logged_at_warn_once_per_episode(logged):
     assert len(warnings()) == 2  # a new episode
     [status] = [s for s in result_of(w.bus.status()) if s.name == "other"]
     assert status.stuck_after == 300.0
+
+
+# --- a result the transport cannot encode -------------------------------------------------------
+
+
+def _held_job(n):
+    """A world whose app answers a Job with a Done, its sends held; the Job delivered."""
+    w = World(HoldingTransport)
+    attempts = []
+    w.add("app", {Job: lambda m: attempts.append(m.n) or Done(n=m.n)}, max_in_flight=1)
+    reports = []
+    w.add("errors", {AppErrorOccurredMessage: reports.append})
+    w.transport.hold = True
+    w.start()
+    result_of(LocalTransport.send(w.transport, Job(n=n)))
+    w.flush()
+    return w, attempts, reports
+
+
+def test_a_result_the_client_cannot_encode_is_reported_once_not_released():
+    # What the AMQP publisher answers when the client raises while encoding a publish
+    # (a property past its limit, a content header over one frame).
+    from scbus.transports.amqp.publisher import Unencodable
+
+    w, attempts, reports = _held_job(4)
+    w.transport.release_sends(Unencodable("cannot publish: ShortStringTooLong: ..."))
+    w.flush()
+    w.transport.hold = False
+    w.transport.release_sends()  # the report of it
+    w.flush()
+    assert attempts == [4]  # never delivered again for it
+    [report] = reports
+    assert report.app_name == "app" and report.error_type == "scbus.errors.EncodeError"
+    assert "ShortStringTooLong" in report.error and report.message["data"] == {"n": 4}
+    status = result_of(w.bus.status())[0]
+    assert (status.in_flight, status.redelivered, status.send_failures, status.acked) == (0, 0, 0, 1)
+    assert w.transport.unacked("app") == 0 and list(w.transport.dead_letters) == []
+
+
+def test_a_result_whose_report_cannot_be_encoded_either_is_set_aside_once():
+    from scbus.transports.amqp.publisher import Unencodable
+
+    w, attempts, reports = _held_job(5)
+    w.transport.release_sends(Unencodable("cannot publish: the result"))
+    w.flush()
+    w.transport.release_sends(Unencodable("cannot publish: its report"))
+    w.flush()
+    assert attempts == [5] and reports == []
+    [dead] = w.transport.dead_letters
+    assert dead.code == "handling-error" and "its report" in dead.reason
+    assert result_of(w.bus.status())[0].in_flight == 0 and w.transport.unacked("app") == 0
+
+
+@pytest.mark.parametrize("transport_class", [LocalTransport, HoldingTransport], ids=["sent-at-once", "sent-later"])
+@pytest.mark.parametrize("field, value", [
+    ("created_at", -1.0), ("created_at", 2.0**64), ("id", "x" * 256), ("correlation_id", "é" * 128),
+])
+def test_a_result_spoiled_after_it_was_built_is_the_apps_error_reported_under_the_inputs_conversation(
+    transport_class, field, value
+):
+    def spoiled(job):
+        done = Done(n=job.n)
+        setattr(done, field, value)
+        return done
+
+    w = World(transport_class)
+    attempts = []
+    w.add("app", {Job: lambda m: attempts.append(m.n) or spoiled(m)})
+    reports = []
+    w.add("errors", {AppErrorOccurredMessage: reports.append})
+    w.start()
+    job = Job(n=6)
+    w.send(job)
+    if transport_class is HoldingTransport:
+        w.transport.release_sends()
+        w.flush()
+    assert attempts == [6]
+    [report] = reports
+    assert f"'{field}'" in report.error and report.error_type == "scbus.errors.EncodeError"
+    assert report.correlation_id == job.id  # the input's, even when the result's cannot travel
+    assert w.of(Done) == [] and w.transport.unacked("app") == 0

@@ -6,6 +6,7 @@ silently.
 
 import dataclasses
 import json
+import math
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -117,13 +118,48 @@ def test_every_body_is_handled_or_dead_lettered(batch):
     assert not failures, failures
 
 
+def _reference_short_string(value, name, wire_name):
+    """An id or correlation id must fit an AMQP short string: 255 bytes of UTF-8."""
+    from scbus.errors import MalformedMessage
+
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise MalformedMessage(f"{wire_name}: '{name}' is not UTF-8 text (it holds a lone surrogate)") from None
+    if size > 255:
+        raise MalformedMessage(
+            f"{wire_name}: '{name}' is {size} bytes of UTF-8, over the limit of 255 (an AMQP short string)"
+        )
+
+
+def _reference_timestamp(value, wire_name):
+    """created_at must be a finite number that fits an AMQP timestamp (unsigned 64-bit seconds)."""
+    from scbus.errors import MalformedMessage
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedMessage(f"{wire_name}: 'created_at' must be a number (Unix time)")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise MalformedMessage(f"{wire_name}: 'created_at' must be a finite number (Unix time)")
+    if seconds < 0 or int(seconds) >= 2**64:
+        shown = repr(value) if len(repr(value)) <= 30 else f"{seconds:.6g}"
+        raise MalformedMessage(
+            f"{wire_name}: 'created_at' is {shown}: it must be at least 0 and below 2**64 "
+            "(Unix time in seconds, an AMQP timestamp)"
+        )
+    return seconds
+
+
 def _reference_from_dict(envelope):
     """
     The field-by-field decoder that Message.from_dict replaced with a faster one: the
     oracle the fast one must agree with, outcome for outcome and word for word.
     """
     from scbus.errors import FieldTypeError, MalformedMessage, MissingField, UnknownMessageType
-    from scbus.message import _defaults, _plan, _unix_time, lookup
+    from scbus.message import _defaults, _plan, lookup
 
     if not isinstance(envelope, dict):
         raise MalformedMessage(f"a message must be a JSON object, got {type(envelope).__name__}")
@@ -136,10 +172,13 @@ def _reference_from_dict(envelope):
     message_id = envelope.get("id")
     if not isinstance(message_id, str) or not message_id:
         raise MalformedMessage(f"{wire_name}: the envelope has no string 'id'")
-    created_at = _unix_time(envelope.get("created_at"), wire_name)  # the former checks, moved
+    _reference_short_string(message_id, "id", wire_name)
+    created_at = _reference_timestamp(envelope.get("created_at"), wire_name)
     correlation_id = envelope.get("correlation_id")
     if correlation_id is not None and not isinstance(correlation_id, str):
         raise MalformedMessage(f"{wire_name}: 'correlation_id' must be a string or null")
+    if correlation_id is not None:
+        _reference_short_string(correlation_id, "correlation_id", wire_name)
     data = envelope.get("data", {})
     if not isinstance(data, dict):
         raise MalformedMessage(f"{wire_name}: 'data' must be a JSON object")
@@ -180,12 +219,20 @@ item_fields = st.fixed_dictionaries(
         "extra": st.none() | st.dictionaries(st.text(max_size=3), st.floats() | json_values, max_size=3) | json_values,
     },
 )
+#: Ids around the 255-byte limit: ASCII, 2-, 3- and 4-byte characters, lone surrogates.
+near_limit_ids = st.tuples(st.sampled_from(["x", "é", "☃", "😀", "\udc80"]), st.integers(0, 260), st.text(max_size=3)).map(
+    lambda t: t[0] * t[1] + t[2]
+)
+#: The ends of the AMQP timestamp range, as floats and as integers.
+timestamp_ends = st.sampled_from(
+    [0, 0.0, -0.0, -1, -1e-300, 2**64 - 1, 2**64, 2**64 - 2048.0, 2.0**64, 2**63, 1e19, 1e20, 10**400]
+)
 near_valid = st.fixed_dictionaries(
     {
         "type": st.just("prop.Item"),
-        "id": st.just("x") | json_values,
-        "created_at": st.floats() | st.integers() | st.just(1.5),
-        "correlation_id": st.none() | st.text(max_size=3),
+        "id": st.just("x") | near_limit_ids | json_values,
+        "created_at": st.floats() | st.integers() | st.just(1.5) | timestamp_ends,
+        "correlation_id": st.none() | st.text(max_size=3) | near_limit_ids,
         "data": item_fields,
     }
 )

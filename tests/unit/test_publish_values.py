@@ -40,6 +40,11 @@ def test_an_envelope_keeps_its_id_and_correlation():
         ({"type": "clock.Tick", "data": {"count": 1}}, "squares.Squared", ["'clock.Tick'", "'squares.Squared'"]),
         ([1], "clock.Tick", ["JSON object"]),
         ({"count": 1}, "clock.Tock", ["unknown message type 'clock.Tock'"]),
+        ({"type": "clock.Tick", "created_at": -5, "data": {"count": 1}}, None, ["'created_at' is -5", "below 2**64"]),
+        ({"type": "clock.Tick", "created_at": 2**64, "data": {"count": 1}}, None, ["'created_at'", "below 2**64"]),
+        ({"type": "clock.Tick", "id": "x" * 300, "data": {"count": 1}}, None, ["'id' is 300 bytes", "255"]),
+        ({"type": "clock.Tick", "id": "é" * 128, "data": {"count": 1}}, None, ["'id' is 256 bytes"]),
+        ({"type": "clock.Tick", "correlation_id": "x" * 256, "data": {"count": 1}}, None, ["'correlation_id'"]),
     ],
 )
 def test_bad_values_are_refused_naming_what_is_wrong(value, type_name, words):

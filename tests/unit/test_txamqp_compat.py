@@ -84,7 +84,11 @@ def test_confirms_with_multiple_resolve_every_earlier_publish():
 
     from twisted.internet.task import Clock
 
-    connection = SimpleNamespace(_watch_clock=Clock(), outgoing=SimpleNamespace(pending=[]), transport=None)
+    from scbus.transports.amqp.txamqp_spec import load_spec
+
+    connection = SimpleNamespace(
+        _watch_clock=Clock(), outgoing=SimpleNamespace(pending=[]), transport=None, spec=load_spec(), MAX_LENGTH=131_072
+    )
     channel = TxChannel(connection=connection, channel=_FakeChannel())
     channel._confirming = True
     from scbus.transports.amqp.client import Properties, PublishRefused, PublishReturned

@@ -201,7 +201,9 @@ class HoldingAreas:
                 return True
         finally:
             if channel.is_open:
-                channel.close()  # whatever was looked at goes back to the queue
+                # Whatever was looked at goes back to the queue, before the next listing
+                # looks (one right after this one found the queue empty otherwise).
+                await channel.close().addErrback(lambda f: None)
         return entries if replay_id is None else False
 
     async def _republish(self, kind: str, raw: RawDelivery, entry: SetAsideMessage) -> None:

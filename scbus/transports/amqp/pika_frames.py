@@ -8,7 +8,8 @@ that is the largest single cost of the bus's client. Here the method frame of an
 encoded directly, and the three frames go out in one write. The bytes are pika's own:
 tests/unit/test_pika_frames.py holds them against pika's marshalling for generated
 properties and bodies, and against its refusals (a short string over 255 bytes, a
-delivery mode over 255).
+delivery mode over 255). One refusal is added: a content header larger than a frame,
+which pika writes and the broker answers by closing the connection.
 """
 
 from __future__ import annotations
@@ -19,7 +20,22 @@ from typing import Any
 from pika import data as pika_data
 from pika import exceptions as pika_errors
 
-__all__ = ["encode_properties", "publish_frames"]
+__all__ = ["encode_properties", "publish_frames", "HeaderTooLarge"]
+
+
+class HeaderTooLarge(ValueError):
+    """
+    A content header bigger than one frame: the broker would close the connection
+    (C{frame_too_large}) and the same publish would do it again after the reconnect.
+    Content headers, unlike bodies, cannot be split across frames.
+    """
+
+    @classmethod
+    def of(cls, size: int, max_payload: int) -> HeaderTooLarge:
+        return cls(
+            f"the content header (properties and headers) is {size} bytes, over the "
+            f"{max_payload} one frame carries (the broker's frame_max less 8)"
+        )
 
 _FRAME_METHOD = 1
 _FRAME_HEADER = 2
@@ -135,8 +151,14 @@ def publish_frames(
     body: bytes,
     body_max_length: int,
 ) -> bytes:
-    """basic.publish, its content header and its body frames (split at C{body_max_length})."""
+    """
+    basic.publish, its content header and its body frames (split at C{body_max_length},
+    the payload one frame carries). @raise HeaderTooLarge: the content header does not
+    fit one frame.
+    """
     header_payload = _pack_header_head(_BASIC_CLASS, len(body)) + encode_properties(properties)
+    if len(header_payload) > body_max_length:
+        raise HeaderTooLarge.of(len(header_payload), body_max_length)
     parts = [
         _method_frame(channel_number, exchange, routing_key, mandatory),
         _pack_frame_head(_FRAME_HEADER, channel_number, len(header_payload)),

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from ...errors import NotRunning, TransportError
+from ...errors import EncodeError, NotRunning, TransportError
 from . import topology
 from .client import Properties, PublishRefused, PublishReturned
 from .session import Session
@@ -28,8 +28,12 @@ class DeclareFailed(TransportError):
     """The broker refused a type's exchange (it exists with another kind or arguments)."""
 
 
-class Unencodable(TransportError):
-    """The client raised while encoding a publish (properties it cannot write)."""
+class Unencodable(EncodeError):
+    """
+    The client raised while encoding a publish (properties it cannot write, a header
+    frame over the broker's frame_max): the message's fault, not the transport's, so it
+    is never a reason to deliver the input again.
+    """
 
 
 class Outgoing:

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from txamqp.client import Closed, TwistedDelegate
+from txamqp.client import Closed
 from txamqp.content import Content
 from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
@@ -25,10 +25,10 @@ from zope.interface import implementer
 from ...reactors import IBusReactor
 from .acks import CoalescedAcks
 from .confirms import PublishConfirms
-from .pika_frames import publish_frames
+from .pika_frames import HeaderTooLarge, publish_frames
 from .client import ConnectionWatch, IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, RawDelivery
 from .settings import AMQPSettings
-from .txamqp_compat import UNDECODABLE, FixedClient, FixedCodec
+from .txamqp_compat import UNDECODABLE, FixedClient, FixedDelegate, header_size
 from .txamqp_spec import DEFAULT_SPEC, load_spec
 
 __all__ = ["DEFAULT_SPEC", "load_spec", "txamqp_factory", "TxConnection"]
@@ -49,11 +49,12 @@ _PROPERTY_NAMES = {
 }
 
 
-def _to_content(body: bytes, props: Properties) -> Content:
+def _to_content(body: bytes, props: Properties, klass: Any, max_header: int) -> Content:
     """
-    The content to publish. @raise ValueError: a property that cannot be encoded (raised
+    The content to publish. @raise ValueError: a property that cannot be encoded, or a
+    content header over C{max_header} bytes (given the spec's basic C{klass}), raised
     here, at publish, not later in txAMQP's writer loop, where it would stop the
-    connection's every later frame).
+    connection's every later frame, or for the broker to close the connection.
     """
     properties = {}
     for attr, wire in _PROPERTY_NAMES.items():
@@ -64,7 +65,10 @@ def _to_content(body: bytes, props: Properties) -> Content:
             raise ValueError(f"property {wire} is longer than 255 bytes")
         properties[wire] = value
     if props.headers:
-        FixedCodec.check_table(props.headers)
+        # (encodes the header table: raises if it cannot be)
+        size = header_size(klass, len(body), properties)
+        if size > max_header:
+            raise HeaderTooLarge.of(size, max_header)
     return Content(body, properties=properties)
 
 
@@ -84,7 +88,7 @@ def _closed_meanwhile(failure: Any) -> None:
     failure.trap(Closed)
 
 
-class _Delegate(TwistedDelegate):
+class _Delegate(FixedDelegate):
     """What the broker sends that txAMQP's delegate does not handle."""
 
     def basic_ack(self, ch: Any, msg: Any) -> None:
@@ -232,8 +236,9 @@ class TxChannel:
                 self._channel.id, exchange, routing_key, mandatory, properties, body, client.MAX_LENGTH - 8
             ))
         else:
+            content = _to_content(body, properties, client.spec.classes.byname["basic"], client.MAX_LENGTH - 8)
             self._channel.basic_publish(
-                exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=_to_content(body, properties)
+                exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=content
             ).addErrback(_closed_meanwhile)
         return self._confirms.expect(properties.message_id) if self._confirming else succeed(None)
 

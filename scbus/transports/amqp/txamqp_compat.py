@@ -16,6 +16,7 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet import defer
+from txamqp.client import TwistedDelegate
 from txamqp.codec import Codec
 from txamqp.connection import Body, Frame, Header, Heartbeat, Method
 from txamqp.protocol import AMQChannel, AMQClient
@@ -26,7 +27,14 @@ from .client import property_error_text
 #: The key, in a content header's properties, that says why they could not be decoded.
 UNDECODABLE = "x-scbus-undecodable"
 
-__all__ = ["UNDECODABLE", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody", "FixedChannel", "FixedClient"]
+__all__ = [
+    "UNDECODABLE", "FRAME_MAX_WHEN_UNLIMITED", "FixedCodec", "FixedMethod", "FixedHeader", "FixedBody",
+    "FixedChannel", "FixedClient", "FixedDelegate", "header_size",
+]
+
+#: The frame size asked for when the broker offers no limit (frame_max = 0): pika's and
+#: RabbitMQ's default.
+FRAME_MAX_WHEN_UNLIMITED = 131_072
 
 
 class FixedCodec(Codec):
@@ -103,14 +111,6 @@ class FixedCodec(Codec):
             self.write(data)
         else:
             raise TypeError(f"cannot put a {type(value).__name__} in an AMQP field table")
-
-    @classmethod
-    def check_table(cls, table: dict[str, Any]) -> None:
-        """
-        Raise if C{table} cannot be encoded. txAMQP encodes frames later, in its writer
-        loop, where an exception stops every later frame: so a publish checks first.
-        """
-        cls(BytesIO()).encode_table(table)
 
     def decode_table(self) -> dict[str, Any]:
         size = self.decode_long()
@@ -192,6 +192,18 @@ class FixedMethod(Method):
 
 
 FixedMethod.type = Frame.METHOD
+
+
+def header_size(klass: Any, body_size: int, properties: dict[str, Any]) -> int:
+    """
+    Bytes of the content header txAMQP writes for these properties (a frame's payload:
+    it must fit in frame_max less 8). Raises as writing it would.
+    """
+    buf = BytesIO()
+    c = FixedCodec(buf)
+    FixedHeader(klass, 0, body_size, **properties).encode(c)
+    c.flush()
+    return len(buf.getvalue()) - 4  # (written as long bytes: a 4-byte length, then the payload)
 
 
 class FixedHeader(Header):
@@ -333,6 +345,21 @@ class FixedChannel(AMQChannel):
         step = self.client.MAX_LENGTH - 8
         for i in range(0, len(body), step):
             queue.put(Frame(self.id, FixedBody(body[i:i + step])))
+
+
+class FixedDelegate(TwistedDelegate):
+    """
+    Defect: C{connection_tune} takes the broker's frame_max as it is, and RabbitMQ may
+    offer 0 (no limit): txAMQP then splits bodies in steps of -8 (no body frame is ever
+    written, so the publish never completes) and counts every partial frame it reads
+    as too long. Fixed: no limit offered, the usual 131,072 asked for.
+    """
+
+    def connection_tune(self, ch: Any, msg: Any) -> None:
+        frame_max = msg.frame_max or FRAME_MAX_WHEN_UNLIMITED
+        self.client.MAX_LENGTH = frame_max
+        ch.connection_tune_ok(msg.channel_max, frame_max, self.client.heartbeatInterval)
+        self.client.started.fire()
 
 
 class FixedClient(AMQClient):
