@@ -1,7 +1,9 @@
 """
 The C{scbus} command: small operator tools beside the twistd plugin.
 
-  scbus hash-password [--stdin]       make a console password hash (asks twice, or reads a line)
+  scbus hash-password [--stdin] [--write FILE [--user NAME]]
+                                      make a console password hash (asks twice, or reads a
+                                      line); --write sets NAME's line in the passwd file
   scbus check-config FILE             load FILE and call every app's builder, as twistd would
   scbus status --config FILE [--json] every live bus process and its apps; exit 1 if unhealthy
   scbus ping --config FILE [--process P] [--app A]   is it answering, and how fast
@@ -25,12 +27,16 @@ from .argtypes import seconds
 from .commands import register as register_commands
 from .cli_pause import add_commands as add_pause_commands
 from .errors import ConfigError
-from .passwords import hash_password
+from .passwords import check_user_name, hash_password, write_passwd_entry
 
 __all__ = ["main"]
 
 
 def _hash_password(args: argparse.Namespace) -> int:
+    problem = check_user_name(args.user)
+    if problem is not None:
+        print(f"scbus: --user: {problem}", file=sys.stderr)
+        return 2
     if sys.stdin is None or sys.stdin.closed:
         print("scbus: standard input is closed: pipe the password in with --stdin", file=sys.stderr)
         return 2
@@ -60,7 +66,17 @@ def _hash_password(args: argparse.Namespace) -> int:
     if not password:
         print("scbus: refusing an empty password", file=sys.stderr)
         return 1
-    print(hash_password(password))
+    stored = hash_password(password)
+    if args.write is None:
+        print(stored)
+        return 0
+    try:
+        replaced = write_passwd_entry(args.write, args.user, stored)
+    except OSError as e:
+        print(f"scbus: cannot write {args.write}: {e.strerror}", file=sys.stderr)
+        return 1
+    mode = oct(os.stat(args.write).st_mode & 0o777)[2:]
+    print(f"{args.write}: {'changed the password of' if replaced else 'added'} {args.user} (mode {mode})")
     return 0
 
 
@@ -204,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stdin", action="store_true",
         help="read the password from the first line of standard input (for scripts)",
     )
+    hp.add_argument(
+        "--write", metavar="FILE",
+        help="set the user's line in this console passwd file (made with mode 600; other lines kept) "
+        "instead of printing the hash",
+    )
+    hp.add_argument("--user", default="admin", help="the user whose line --write sets (default: admin)")
     hp.set_defaults(run=_hash_password)
     cc = commands.add_parser("check-config", help="check a config file and its app builders")
     cc.add_argument("file")

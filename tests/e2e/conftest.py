@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -82,3 +83,15 @@ def run_twistd():
     yield start
     for t in started:
         t.kill()
+
+
+def wait_for_log(bus: Twistd, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+    """The first match of C{pattern} in the bus's log, once it shows (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(pattern, bus.log())
+        if found:
+            return found
+        if bus.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in the log (exit {bus.process.poll()}):\n{bus.log()[-3000:]}")
+        time.sleep(0.1)
