@@ -6,19 +6,13 @@ where its console listens, and that address takes the login.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import select
 import stat
-import subprocess
 import sys
-import termios
-import time
 
 from ..telnet import TelnetSession
-from .conftest import ROOT, Twistd, wait_for_log
+from .conftest import ROOT, Twistd, run_on_a_terminal, wait_for_log
 
 PASSWORD = "correct horse"
 
@@ -33,47 +27,12 @@ def documented_command() -> list[str]:
     return [os.path.join(os.path.dirname(sys.executable), "scbus"), *argv[1:]]
 
 
-def run_on_a_terminal(argv: list[str], cwd: str, answers: list[str], timeout: float = 60.0) -> tuple[int, str]:
-    """Run C{argv} with a pseudo-terminal as its controlling terminal; type each answer at its prompt."""
-    master, slave = pty.openpty()
-
-    def take_terminal() -> None:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    process = subprocess.Popen(
-        argv, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=take_terminal
-    )
-    os.close(slave)
-    seen, pending = b"", list(answers)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            if pending and seen.rstrip().endswith(b":"):
-                os.write(master, pending.pop(0).encode() + b"\n")
-                seen += b"\n"
-            if process.poll() is not None and not ready:
-                break
-        return process.wait(timeout=max(1.0, deadline - time.monotonic())), seen.decode("utf-8", "replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        os.close(master)
-
-
 def test_the_documented_passwd_command_gives_a_console_that_logs_in(tmp_path):
     old_umask = os.umask(0o022)
     try:
-        code, shown = run_on_a_terminal(documented_command(), str(tmp_path), [PASSWORD, PASSWORD])
+        code, shown = run_on_a_terminal(
+            documented_command(), str(tmp_path), [("Password: ", PASSWORD), ("Again: ", PASSWORD)]
+        )
     finally:
         os.umask(old_umask)
     assert code == 0, shown
