@@ -25,7 +25,9 @@ from pika import exceptions as pika_errors
 
 from ..transports.amqp import topology
 from ..transports.amqp.client import RawDelivery, persistent_copy
-from ..transports.setaside import DEAD, UNROUTED
+from ..config import Config
+from ..message import Message
+from ..transports.setaside import DEAD, UNROUTED, replay_refusal
 from .common import EXIT_BROKER, Refused, load_bus, require_amqp, run_refusing
 
 __all__ = ["add_parser"]
@@ -47,6 +49,11 @@ def add_parser(commands: Any) -> None:
     rp = actions.add_parser("replay", help="publish one again and remove it once confirmed")
     rp.add_argument("kind", choices=sorted(QUEUES))
     rp.add_argument("id", help="the message's id, as list shows it")
+    rp.add_argument(
+        "--force", action="store_true",
+        help="replay even a message that would only be set aside again (no app of this config "
+        "subscribes to its type; its body still does not decode)",
+    )
     pg = actions.add_parser("purge", help="delete every message of one kind")
     pg.add_argument("kind", choices=sorted(QUEUES))
     pg.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
@@ -56,7 +63,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..client import BrokerUnreachable, connect_blocking
 
-    config, _apps = load_bus(args.config)
+    config, apps = load_bus(args.config)
     settings = require_amqp(config, "set-aside", "use unrouted(), dead_letters() and replay() in its console")
     if args.action == "purge" and not args.yes and not sys.stdin.isatty():
         raise Refused("purge deletes messages for good: confirm on a terminal, or pass --yes")
@@ -65,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     except BrokerUnreachable as e:
         raise Refused(f"cannot reach the broker: {e}", EXIT_BROKER) from None
     try:
-        return {"list": _list, "replay": _replay, "purge": _purge}[args.action](connection, args)
+        if args.action == "replay":
+            return _replay(connection, args, config, apps)
+        return {"list": _list, "purge": _purge}[args.action](connection, args)
     finally:
         try:
             connection.close()
@@ -121,13 +130,21 @@ def _list(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
+def _replay(
+    connection: pika.BlockingConnection, args: argparse.Namespace, config: Config, apps: dict[str, list[type[Message]]]
+) -> int:
     channel, _count = _channel(connection, QUEUES[args.kind])
     channel.confirm_delivery()
     try:
         for raw, entry in _browse(channel, args.kind):
             if entry.id != args.id:
                 continue
+            refusal = None if args.force else replay_refusal(
+                args.kind, entry, lambda cls: any(issubclass(cls, tuple(types)) for types in apps.values()),
+                config.transport.max_message_size, config.transport.max_nesting,
+            )
+            if refusal is not None:
+                raise Refused(f"not replayed: {refusal} (--force replays it anyway)")
             route = topology.replay_route(args.kind, entry.type_name, entry.app_name)
             if route is None:
                 raise Refused(f"cannot tell the type of {entry.id}; it stays in {args.kind}")

@@ -138,7 +138,10 @@ def every_verb(console: Console) -> None:
     entry_id, code, app, _, size, reason = row.groups()
     assert code == "unrouted" and app == "-" and int(size) > 20 and reason.strip(), out
     assert re.search(r"id\s+code\s+type\s+app\s+age\s+size\s+reason", out)
-    assert f"replayed {entry_id}" in console.ask(f"replay('unrouted', '{entry_id}')", r"replayed \w+")
+    out = console.ask(f"replay('unrouted', '{entry_id}')", r"not replayed: .*\n")
+    assert f"no app subscribes to console.Orphan yet; {entry_id} stays in unrouted (force=True" in out, out
+    assert f"replayed {entry_id}" in console.ask(f"replay('unrouted', '{entry_id}', force=True)", r"replayed \w+")
+    console.poll("unrouted()", entry_id)  # still nobody takes it: kept again, under its id
     out = console.ask("replay('unrouted', 'nosuch')", r"no unrouted message nosuch")
 
     assert "(none)" in console.ask("dead_letters()", r"\n>>> ")

@@ -18,10 +18,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ... import codec
-from ...errors import EncodeError, NotRunning, TransportError
+from ...errors import EncodeError, NotRunning, ReplayRefused, TransportError
 from ...interfaces import ISetAside, ISetAsideStores
 from ...message import AppErrorOccurredMessage, Message
-from ..setaside import DEAD, UNROUTED, SetAsideMessage
+from ..setaside import DEAD, UNROUTED, SetAsideMessage, replay_refusal
 from . import topology
 from .client import IAMQPChannel, RawDelivery, persistent_copy
 from .publisher import Outgoing
@@ -49,6 +49,8 @@ class HoldingAreas:
     @param send: sends a message (for the reports of what the broker set aside).
     @param current: the session in use now, if any.
     @param process_id: names this process's own queues.
+    @param subscribed: whether an app of this process takes a class (a replay of an
+        unrouted message nobody here takes is refused unless forced).
     """
 
     def __init__(
@@ -58,8 +60,10 @@ class HoldingAreas:
         send: Callable[[Message], Deferred[None]],
         current: Callable[[], Session | None],
         process_id: str,
+        subscribed: Callable[[type[Message]], bool] = lambda cls: False,
     ) -> None:
         self.settings = settings
+        self._subscribed = subscribed
         self._process_id = process_id
         self._publish = publish
         self._send = send
@@ -173,10 +177,10 @@ class HoldingAreas:
     def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return Deferred.fromCoroutine(self._browse(kind, None))
 
-    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
-        return Deferred.fromCoroutine(self._browse(kind, entry_id))
+    def replay(self, kind: str, entry_id: str, force: bool = False) -> Deferred[bool]:
+        return Deferred.fromCoroutine(self._browse(kind, entry_id, force))
 
-    async def _browse(self, kind: str, replay_id: str | None) -> Any:
+    async def _browse(self, kind: str, replay_id: str | None, force: bool = False) -> Any:
         queue = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}.get(kind)
         if queue is None:
             raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
@@ -196,6 +200,11 @@ class HoldingAreas:
                     continue
                 if entry.id != replay_id:
                     continue
+                refusal = None if force else replay_refusal(
+                    kind, entry, self._subscribed, self.settings.max_message_size, self.settings.max_nesting
+                )
+                if refusal is not None:
+                    raise ReplayRefused(refusal)  # the channel closes: it goes back to its queue
                 await self._republish(kind, raw, entry)
                 channel.ack(raw.delivery_tag)
                 return True
