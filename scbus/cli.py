@@ -10,8 +10,10 @@ The C{scbus} command: small operator tools beside the twistd plugin.
   scbus pause APP --config FILE       pause APP in every process, and in those that start later
   scbus resume APP --config FILE      resume it everywhere
 
-status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2 (bad
-config) or 3 (broker unreachable), so they can serve as health checks.
+Over RabbitMQ they ask every process on the control plane; on the in-memory transport
+they go through the bus's HTTP endpoint (commands/reach.py says which verb goes which
+way). status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2
+(bad config) or 3 (broker or bus unreachable), so they can serve as health checks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .argtypes import seconds
@@ -114,12 +117,6 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
 
     try:
         config = load_config(args.config)
-        if config.transport.type != "amqp":
-            raise ConfigError(
-                config.source, "transport.type",
-                "status, ping, pause and resume need the amqp transport; a local bus has no control path "
-                "outside its process (use status() in its console)",
-            )
         app = getattr(args, "app", None)
         if app is not None and app not in config.apps:
             raise ConfigError(
@@ -134,6 +131,38 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
     except BrokerUnreachable as e:
         print(f"scbus: cannot reach the broker: {e}", file=sys.stderr)
         return 3
+
+
+def _by_transport(verb: str, over_broker: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """C{verb}'s command: over the broker, or through the bus's HTTP endpoint (commands/reach.py picks)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .commands.common import Refused, run_refusing
+        from .commands.reach import HTTP, reach
+        from .config import load_config
+
+        try:
+            config = load_config(args.config)
+            way = reach(config, verb)
+        except ConfigError as e:
+            _print_problems(e)
+            return 2
+        except Refused as e:
+            print(f"scbus: {e}", file=sys.stderr)
+            return e.status
+        if way != HTTP:
+            return over_broker(args)
+        from .commands import overhttp
+
+        over_http: dict[str, Callable[[argparse.Namespace], int]] = {
+            "status": lambda a: overhttp.status(config, a),
+            "ping": lambda a: overhttp.ping(config, a),
+            "pause": lambda a: overhttp.pause_or_resume(config, a, True),
+            "resume": lambda a: overhttp.pause_or_resume(config, a, False),
+        }
+        return run_refusing(over_http[verb], args)
+
+    return run
 
 
 def _all_answered(wanted: dict[str, int]) -> Any:
@@ -238,15 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         help="longest wait, in seconds, for the broker and for answers (status returns as soon "
         "as every expected process answered)",
     )
-    st.set_defaults(run=_status)
+    st.set_defaults(run=_by_transport("status", _status))
     pg = commands.add_parser("ping", help="ask one process, or the processes of one app, to answer")
     pg.add_argument("--config", required=True)
     pg.add_argument("--process", help="process name (bus@host:pid), pid or bus name")
     pg.add_argument("--app", help="only processes running this app")
     pg.add_argument("--timeout", type=seconds, default=2.0, help="longest wait, in seconds")
-    pg.set_defaults(run=_ping)
+    pg.set_defaults(run=_by_transport("ping", _ping))
     register_commands(commands)
-    add_pause_commands(commands, _control_client)
+    add_pause_commands(commands, _control_client, _by_transport)
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

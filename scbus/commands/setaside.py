@@ -28,7 +28,8 @@ from ..transports.amqp.client import RawDelivery, persistent_copy
 from ..config import Config
 from ..message import Message
 from ..transports.setaside import DEAD, UNROUTED, replay_refusal
-from .common import EXIT_BROKER, Refused, load_bus, require_amqp, run_refusing
+from .common import EXIT_BROKER, Refused, load_bus, run_refusing
+from .reach import HTTP, reach
 
 __all__ = ["add_parser"]
 
@@ -64,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from ..client import BrokerUnreachable, connect_blocking
 
     config, apps = load_bus(args.config)
-    settings = require_amqp(config, "set-aside", "use unrouted(), dead_letters() and replay() in its console")
+    if reach(config, f"set-aside {args.action}") == HTTP:
+        from .overhttp import set_aside
+
+        return set_aside(config, args)
+    settings = config.transport.amqp
     if args.action == "purge" and not args.yes and not sys.stdin.isatty():
         raise Refused("purge deletes messages for good: confirm on a terminal, or pass --yes")
     try:
@@ -110,22 +115,26 @@ def _browse(channel: Any, kind: str) -> Any:
 
 def _list(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
     channel, count = _channel(connection, QUEUES[args.kind])
-    entries = [entry for _raw, entry in _browse(channel, args.kind)]
+    entries = [entry.as_json() for _raw, entry in _browse(channel, args.kind)]
     channel.close()
+    return show_listing(entries, count, args)
+
+
+def show_listing(entries: list[dict[str, Any]], total: int, args: argparse.Namespace, more: str = "") -> int:
+    """Set-aside entries (as L{SetAsideMessage.as_json} gives them), as JSON lines or for people."""
     if args.json:
         for entry in entries:
-            print(json.dumps(entry.as_json(), ensure_ascii=False))
+            print(json.dumps(entry, ensure_ascii=False))
         return 0
     if not entries:
         print(f"no {args.kind} messages")
         return 0
     for entry in entries:
-        at = datetime.datetime.fromtimestamp(entry.at).isoformat(sep=" ", timespec="seconds") if entry.at else "?"
-        where = f" from {entry.app_name}" if entry.app_name else ""
-        print(f"{entry.id}  {at}  {entry.code}{where}  type={entry.type_name}  {entry.reason}")
-        preview = entry.body[:100].decode("utf-8", "replace")
-        print(f"    {preview}{'...' if len(entry.body) > 100 else ''}")
-    shown = f"{len(entries)} of {count}" if count > len(entries) else str(len(entries))
+        at = datetime.datetime.fromtimestamp(entry["at"]).isoformat(sep=" ", timespec="seconds") if entry["at"] else "?"
+        where = f" from {entry['app']}" if entry["app"] else ""
+        print(f"{entry['id']}  {at}  {entry['code']}{where}  type={entry['type']}  {entry['reason']}")
+        print(f"    {entry['body'][:100]}{'...' if len(entry['body']) > 100 else ''}")
+    shown = f"{len(entries)} of {total}{more}" if total > len(entries) else str(len(entries))
     print(f"{shown} {args.kind} message(s)")
     return 0
 
