@@ -68,7 +68,12 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
     transport = bus.transport
 
     def status() -> Any:
-        return _settled(bus.status().addCallback(StatusTable))
+        def shown(statuses: list[AppStatus]) -> StatusTable:
+            view = StatusTable(statuses)
+            view.dropped = set_aside_dropped(transport)
+            return view
+
+        return _settled(bus.status().addCallback(shown))
 
     def app_status(name: str) -> Any:
         names = list(bus.app_names())
