@@ -7,6 +7,7 @@ the second, and listing and replaying both from the console.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -265,8 +266,25 @@ def _read_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
         code = code or "dead"
         reason = reason or "dead-lettered"
     entry_id = raw.properties.message_id or hashlib.sha1(raw.body).hexdigest()[:16]
-    at = float(raw.properties.timestamp) if raw.properties.timestamp else 0.0
+    at = _set_aside_at(headers) or (float(raw.properties.timestamp) if raw.properties.timestamp else 0.0)
     return SetAsideMessage(
         body=raw.body, reason=str(reason), code=str(code), type_name=type_name,
         app_name=str(app_name) if app_name else None, at=at, id=entry_id,
     )
+
+
+def _set_aside_at(headers: dict[str, Any]) -> float | None:
+    """
+    When it was set aside: the time the bus wrote, or when the broker dead-lettered it
+    (x-death's time); None for an unrouted message (its age counts from its creation).
+    """
+    written = headers.get(topology.SET_ASIDE_AT_HEADER)  # milliseconds
+    if isinstance(written, int) and not isinstance(written, bool) and written > 0:
+        return written / 1000
+    deaths = headers.get("x-death") or []
+    moment = deaths[0].get("time") if deaths and isinstance(deaths[0], dict) else None
+    if isinstance(moment, datetime.datetime):  # pika gives AMQP timestamps as naive UTC datetimes
+        return moment.replace(tzinfo=moment.tzinfo or datetime.timezone.utc).timestamp()
+    if isinstance(moment, (int, float)) and not isinstance(moment, bool) and moment > 0:
+        return float(moment)
+    return None

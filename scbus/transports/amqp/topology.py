@@ -62,6 +62,9 @@ REASON_HEADER = "x-scbus-reason"
 ERROR_HEADER = "x-scbus-error"
 APP_HEADER = "x-scbus-app"
 TYPE_HEADER = "x-scbus-type"
+#: When it was set aside, in milliseconds since the epoch (an integer: pika cannot write a
+#: float into a header table): what its age in a listing counts from.
+SET_ASIDE_AT_HEADER = "x-scbus-set-aside-at"
 
 
 def type_exchange(wire_name: str) -> str:
