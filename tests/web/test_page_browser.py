@@ -111,6 +111,10 @@ def test_the_page_shows_the_example_apps_and_replays(tmp_path, run_twistd, monke
     # the numbers move: squares handles more ticks with each poll
     first = int(app_cell("squares", "handled"))
     wait.until(lambda _: int(app_cell("squares", "handled")) >= first + 4)
+    # the clock handles no message but runs its idle handler every second: counted apart
+    runs = int(app_cell("clock", "idle-runs"))
+    wait.until(lambda _: int(app_cell("clock", "idle-runs")) >= runs + 2)
+    assert int(app_cell("squares", "idle-runs")) == 0
     wait.until(lambda _: app_cell("squares", "rate") not in ("–", "0.0"))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#errors .error"))
     assert "is a multiple of 4" in text("#errors .error .what")

@@ -307,3 +307,15 @@ def test_the_page_and_its_files(site):
     assert site.get("/static/../setup.py")[0] == 404
     assert site.get("/nope") == (404, {"error": "no such endpoint: /nope"})
     assert site.post("/metrics")[0] == 405
+
+
+def test_idle_runs_are_counted_apart_from_handled(site):
+    from datetime import timedelta
+
+    site.harness.add_app("clock", lambda n, r, c: {timedelta(seconds=1): lambda: None})
+    site.harness.advance(3)
+    [clock] = [s for s in site.harness.status() if s.name == "clock"]
+    assert (clock.idle_runs, clock.handled) == (3, 0)
+    assert metrics(site)[("scbus_idle_runs_total", (("app", "clock"),))] == 3
+    code, page = site.get("/page.json")
+    assert [a["idle_runs"] for a in page["apps"] if a["name"] == "clock"] == [3]

@@ -112,6 +112,7 @@ function drawApps(page) {
       el("td", {}, el("span", { class: "state " + (app.paused ? "paused" : "") }, state)),
       el("td", { class: "num rate" }, fmtNumber(last[1], 1)),
       el("td", { class: "num handled" }, app.handled),
+      el("td", { class: "num idle-runs" }, app.idle_runs ?? 0),
       el("td", { class: "num errors" + (app.errors ? " some" : "") }, app.errors),
       el("td", { class: "num error-rate" + (last[4] ? " some" : "") }, fmtNumber(last[4], 2)),
       el("td", { class: "num" }, `${app.in_flight}/${app.max_in_flight}`),
