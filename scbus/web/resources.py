@@ -208,6 +208,7 @@ class BusWeb(Resource):
                 "connected": snap.connected,
                 "send_buffer": snap.send_buffer,
                 "writable": self._token is not None,
+                "token_env": self._token_env,
                 "apps": snap.apps,
                 "series": self.history.series(),
                 "sample_every": self.history.every,

@@ -150,6 +150,25 @@ def test_the_page_shows_the_example_apps_and_replays(tmp_path, run_twistd, monke
         browser.save_screenshot(os.environ["SCBUS_SCREENSHOT"])
 
 
+def test_the_token_panel_names_the_variable_that_is_not_set(tmp_path, run_twistd, monkeypatch, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.delenv("SCBUS_TEST_HTTP_TOKEN", raising=False)  # token_env names it; it is not set
+    port = free_port()
+    config = tmp_path / "page.toml"
+    config.write_text(CONFIG.format(port=port, errors=tmp_path / "errors.jsonl"))
+    run_twistd(str(tmp_path), str(config))
+    wait = WebDriverWait(browser, WAIT, poll_frequency=0.2)
+    wait.until(lambda _: _loads(browser, f"http://127.0.0.1:{port}/"))
+    wait.until(lambda d: d.find_element(By.ID, "token-note").text)
+    assert browser.find_element(By.ID, "token-note").text == (
+        "Writing endpoints are off: SCBUS_TEST_HTTP_TOKEN (the [http] token_env) is not set in the bus's "
+        "environment; set it and restart the bus."
+    )
+    assert browser.find_element(By.ID, "token-form").is_displayed() is False
+
+
 def _loads(browser, url: str) -> bool:
     try:
         browser.get(url)

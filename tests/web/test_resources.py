@@ -287,7 +287,8 @@ def test_page_json_has_samples_and_errors(site):
         site.harness.send(Order(item="tea" if n != 3 else "bad", quantity=1))
         site.harness.advance(2)
     code, page = site.get("/page.json")
-    assert code == 200 and page["writable"] is True
+    assert code == 200 and page["writable"] is True and page["token_env"] == "SHOP_TOKEN"
+    assert Site(token=None, token_env=None).get("/page.json")[1]["token_env"] is None
     rows = page["series"]["shop"]
     assert len(rows) == 6 and rows[-1][1] == pytest.approx(0.5)  # one order every 2 s
     assert rows[-1][4] == pytest.approx(0.1)  # one failed in the last 10 s
