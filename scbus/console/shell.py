@@ -48,7 +48,8 @@ class PlainConsole(telnet.TelnetProtocol):
 
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
-        self.terminal = transport  # what the interpreter closes on exit()
+        self.terminal = self  # what the interpreter closes on exit()
+        self._closing = False
         self.interpreter = _Interpreter(self, self.namespace)
         self._write(b"scbus console (a plain client: no line editing). help() lists what is here.\n")
         self._prompt()
@@ -59,9 +60,15 @@ class PlainConsole(telnet.TelnetProtocol):
             line, self._buffer = self._buffer.split(b"\n", 1)
             self._line_open = False  # the client ended the line it typed
             self._more = bool(self.interpreter.push(line.rstrip(b"\r\0")))
-            if self.transport is None or getattr(self.transport, "disconnecting", False):
+            if self._closing or self.transport is None:
                 return
             self._prompt()
+
+    def loseConnection(self) -> None:
+        """exit(): end the session, with no prompt after it."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def addOutput(self, data: bytes | str, isAsync: bool | None = None) -> None:
         """What the interpreter prints; output that comes later starts a line of its own."""

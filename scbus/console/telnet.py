@@ -70,7 +70,7 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
     def telnet_User(self, line: bytes) -> str:
         # A plain client (nc, a script: see _ConsoleTelnet.speaks_telnet) gets no
         # negotiation, and lines instead of a terminal's escape codes once logged in.
-        self._plain = not getattr(self.transport, "speaks_telnet", True)
+        self._plain = isinstance(self.transport, _ConsoleTelnet) and not self.transport.speaks_telnet
         self.username = line.rstrip(b"\r")
         if not self._plain:
             self.transport.will(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
