@@ -146,9 +146,19 @@ class LocalTransport(Service):
         super().startService()
 
     def stopService(self) -> None:
-        """Like a closed connection: whatever was delivered and not acknowledged comes back."""
+        """
+        Like a closed connection: whatever was delivered and not acknowledged comes back,
+        to the queues that go with the process; say what goes with them.
+        """
         self._stopped = True
         self.recover()
+        queued = sum(len(q.ready) for q in self._queues.values())
+        if queued or len(self.unrouted) or len(self.dead_letters):
+            log.warn(
+                "in-memory transport stopped: {queued} queued message(s), {unrouted} unrouted and "
+                "{dead} dead-lettered are lost with the process (a broker keeps them: transport.type = \"amqp\")",
+                queued=queued, unrouted=len(self.unrouted), dead=len(self.dead_letters),
+            )
         return super().stopService()
 
     def recover(self, app_name: str | None = None) -> int:
