@@ -10,6 +10,8 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
+    license="MIT",
+    license_files=["LICENSE"],
     # find_packages() cannot see twisted.plugins (no __init__.py, on purpose: one would
     # hide the plugin), so it is listed by name.
     packages=find_packages(include=["scbus", "scbus.*"]) + ["twisted.plugins"],

@@ -337,7 +337,7 @@ class ApplicationMessageBus:
             handler = self._idle[interval]
         except KeyError:
             raise KeyError(f"app {self.name!r} has no idle handler for {interval}") from None
-        self.counters.idle_last_run[interval] = self._reactor.seconds()
+        self.counters.idle_started(interval, self._reactor.seconds())
         result = self._run(handler, (), None, interval)
         return result if isinstance(result, Deferred) else succeed(result)
 

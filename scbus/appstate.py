@@ -26,6 +26,8 @@ class AppCounters:
     last_heartbeat_lag: float | None = None
     last_heartbeat_at: float | None = None
     idle_last_run: dict[timedelta, float] = dataclasses.field(default_factory=dict)
+    #: Idle handler runs started (not in handled: they handle no message).
+    idle_runs: int = 0
     # Deliveries, written by the main bus.
     acked: int = 0
     redelivered: int = 0
@@ -42,6 +44,10 @@ class AppCounters:
         self.errors += 1
         if description is not None:
             self.last_error = description
+
+    def idle_started(self, interval: timedelta, now: float) -> None:
+        self.idle_last_run[interval] = now
+        self.idle_runs += 1
 
     def heartbeat(self, now: float, lag: float) -> None:
         self.call_done(now)

@@ -1,15 +1,19 @@
 """
 The C{scbus} command: small operator tools beside the twistd plugin.
 
-  scbus hash-password [--stdin]       make a console password hash (asks twice, or reads a line)
+  scbus hash-password [--stdin] [--write FILE [--user NAME]]
+                                      make a console password hash (asks twice, or reads a
+                                      line); --write sets NAME's line in the passwd file
   scbus check-config FILE             load FILE and call every app's builder, as twistd would
   scbus status --config FILE [--json] every live bus process and its apps; exit 1 if unhealthy
   scbus ping --config FILE [--process P] [--app A]   is it answering, and how fast
   scbus pause APP --config FILE       pause APP in every process, and in those that start later
   scbus resume APP --config FILE      resume it everywhere
 
-status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2 (bad
-config) or 3 (broker unreachable), so they can serve as health checks.
+Over RabbitMQ they ask every process on the control plane; on the in-memory transport
+they go through the bus's HTTP endpoint (commands/reach.py says which verb goes which
+way). status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2
+(bad config) or 3 (broker or bus unreachable), so they can serve as health checks.
 """
 
 from __future__ import annotations
@@ -19,18 +23,23 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .argtypes import seconds
 from .commands import register as register_commands
 from .cli_pause import add_commands as add_pause_commands
 from .errors import ConfigError
-from .passwords import hash_password
+from .passwords import check_user_name, hash_password, write_passwd_entry
 
 __all__ = ["main"]
 
 
 def _hash_password(args: argparse.Namespace) -> int:
+    problem = check_user_name(args.user)
+    if problem is not None:
+        print(f"scbus: --user: {problem}", file=sys.stderr)
+        return 2
     if sys.stdin is None or sys.stdin.closed:
         print("scbus: standard input is closed: pipe the password in with --stdin", file=sys.stderr)
         return 2
@@ -60,7 +69,17 @@ def _hash_password(args: argparse.Namespace) -> int:
     if not password:
         print("scbus: refusing an empty password", file=sys.stderr)
         return 1
-    print(hash_password(password))
+    stored = hash_password(password)
+    if args.write is None:
+        print(stored)
+        return 0
+    try:
+        replaced = write_passwd_entry(args.write, args.user, stored)
+    except OSError as e:
+        print(f"scbus: cannot write {args.write}: {e.strerror}", file=sys.stderr)
+        return 1
+    mode = oct(os.stat(args.write).st_mode & 0o777)[2:]
+    print(f"{args.write}: {'changed the password of' if replaced else 'added'} {args.user} (mode {mode})")
     return 0
 
 
@@ -98,12 +117,6 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
 
     try:
         config = load_config(args.config)
-        if config.transport.type != "amqp":
-            raise ConfigError(
-                config.source, "transport.type",
-                "status, ping, pause and resume need the amqp transport; a local bus has no control path "
-                "outside its process (use status() in its console)",
-            )
         app = getattr(args, "app", None)
         if app is not None and app not in config.apps:
             raise ConfigError(
@@ -118,6 +131,38 @@ def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
     except BrokerUnreachable as e:
         print(f"scbus: cannot reach the broker: {e}", file=sys.stderr)
         return 3
+
+
+def _by_transport(verb: str, over_broker: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """C{verb}'s command: over the broker, or through the bus's HTTP endpoint (commands/reach.py picks)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .commands.common import Refused, run_refusing
+        from .commands.reach import HTTP, reach
+        from .config import load_config
+
+        try:
+            config = load_config(args.config)
+            way = reach(config, verb)
+        except ConfigError as e:
+            _print_problems(e)
+            return 2
+        except Refused as e:
+            print(f"scbus: {e}", file=sys.stderr)
+            return e.status
+        if way != HTTP:
+            return over_broker(args)
+        from .commands import overhttp
+
+        over_http: dict[str, Callable[[argparse.Namespace], int]] = {
+            "status": lambda a: overhttp.status(config, a),
+            "ping": lambda a: overhttp.ping(config, a),
+            "pause": lambda a: overhttp.pause_or_resume(config, a, True),
+            "resume": lambda a: overhttp.pause_or_resume(config, a, False),
+        }
+        return run_refusing(over_http[verb], args)
+
+    return run
 
 
 def _all_answered(wanted: dict[str, int]) -> Any:
@@ -204,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stdin", action="store_true",
         help="read the password from the first line of standard input (for scripts)",
     )
+    hp.add_argument(
+        "--write", metavar="FILE",
+        help="set the user's line in this console passwd file (made with mode 600; other lines kept) "
+        "instead of printing the hash",
+    )
+    hp.add_argument("--user", default="admin", help="the user whose line --write sets (default: admin)")
     hp.set_defaults(run=_hash_password)
     cc = commands.add_parser("check-config", help="check a config file and its app builders")
     cc.add_argument("file")
@@ -216,15 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         help="longest wait, in seconds, for the broker and for answers (status returns as soon "
         "as every expected process answered)",
     )
-    st.set_defaults(run=_status)
+    st.set_defaults(run=_by_transport("status", _status))
     pg = commands.add_parser("ping", help="ask one process, or the processes of one app, to answer")
     pg.add_argument("--config", required=True)
     pg.add_argument("--process", help="process name (bus@host:pid), pid or bus name")
     pg.add_argument("--app", help="only processes running this app")
     pg.add_argument("--timeout", type=seconds, default=2.0, help="longest wait, in seconds")
-    pg.set_defaults(run=_ping)
+    pg.set_defaults(run=_by_transport("ping", _ping))
     register_commands(commands)
-    add_pause_commands(commands, _control_client)
+    add_pause_commands(commands, _control_client, _by_transport)
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

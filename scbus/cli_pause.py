@@ -7,6 +7,7 @@ starts paused), then announced over the control plane to the processes running n
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import sys
@@ -17,7 +18,12 @@ from .argtypes import seconds
 __all__ = ["add_commands"]
 
 
-def add_commands(commands: Any, control_client: Callable[[argparse.Namespace], Any]) -> None:
+def add_commands(
+    commands: Any,
+    control_client: Callable[[argparse.Namespace], Any],
+    by_transport: Callable[[str, Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]],
+) -> None:
+    """C{by_transport(verb, over_broker)}: the command, reaching the bus the way its transport allows."""
     for verb, help_text in (
         ("pause", "pause an app in every process (and in processes that start later)"),
         ("resume", "resume an app in every process"),
@@ -26,7 +32,8 @@ def add_commands(commands: Any, control_client: Callable[[argparse.Namespace], A
         parser.add_argument("app", help="the app's name in the config")
         parser.add_argument("--config", required=True, help="the bus config (to find the broker and the apps)")
         parser.add_argument("--timeout", type=seconds, default=2.0, help="seconds to wait for answers")
-        parser.set_defaults(run=lambda args, v=verb: _run(args, v == "pause", control_client))
+        over_broker = functools.partial(_run, paused=verb == "pause", control_client=control_client)
+        parser.set_defaults(run=by_transport(verb, over_broker))
 
 
 def _run(args: argparse.Namespace, paused: bool, control_client: Callable[[argparse.Namespace], Any]) -> int:

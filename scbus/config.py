@@ -566,7 +566,7 @@ def _check_passwd_file(problems: _Problems, console: ConsoleConfig) -> None:
             problems.warn(
                 key,
                 f"{path} does not exist, so the console will not start; create it with "
-                f"(umask 077; echo \"admin:$(scbus hash-password)\" > {path})",
+                f"scbus hash-password --write {path} --user admin",
             )
         return
     except OSError as e:

@@ -43,6 +43,12 @@ def set_aside_dropped(transport: Any) -> dict[str, int] | None:
     return None if bounded is None else dict(bounded.dropped)
 
 
+def dropped_note(dropped: dict[str, int] | None) -> str | None:
+    """A line saying how many entries full set-aside stores dropped; None when none did."""
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted((dropped or {}).items()) if n)
+    return f"set-aside stores full, oldest dropped: {counts} (transport.set_aside_limit)" if counts else None
+
+
 def process_name(bus_name: str) -> str:
     return f"{bus_name}@{socket.gethostname()}:{os.getpid()}"
 
@@ -208,10 +214,9 @@ def render(health: Health, now: float | None = None) -> str:
         processes.append((a["process"], str(a.get("version", "?")), uptime, ",".join(a.get("apps", []))))
     lines += table(processes) if len(processes) > 1 else ["(no process answered)"]
     for a in sorted(health.answers, key=lambda a: a["process"]):
-        dropped = {k: n for k, n in (a.get("set_aside_dropped") or {}).items() if n}
-        if dropped:
-            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(dropped.items()))
-            lines.append(f"{a['process']}: set-aside stores full, oldest dropped: {counts} (transport.set_aside_limit)")
+        note = dropped_note(a.get("set_aside_dropped"))
+        if note:
+            lines.append(f"{a['process']}: {note}")
     apps = [("app", "process", "queued", "in flight", "handled", "errors", "redelivered",
              "last handled", "oldest in flight", "heartbeat lag", "paused", "idle")]
     for a in sorted(health.answers, key=lambda a: a["process"]):

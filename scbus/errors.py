@@ -105,6 +105,13 @@ class NotRunning(TransportError):
     """The transport or bus has been stopped."""
 
 
+class ReplayRefused(ScbusError):
+    """
+    A set-aside message was not replayed because it would only be set aside again (no app
+    subscribes to its type yet, or its body is still undecodable); it stays where it is.
+    """
+
+
 class InvalidSubscriptions(ScbusError, TypeError):
     """A builder returned something other than a valid subscriptions dict."""
 

@@ -150,11 +150,14 @@ class ISetAsideStores(Interface):
         C{"dead"} (undecodable or refused bodies).
         """
 
-    def replay(kind: str, entry_id: str) -> Deferred[bool]:
+    def replay(kind: str, entry_id: str, force: bool = False) -> Deferred[bool]:
         """
         Publish a set-aside message again (after an app subscribed to it, or after the code
         that decodes it was deployed) and drop it from the store. Answers a Deferred firing
-        with True when found.
+        with True when found. Unless C{force}, one that would only be set aside again is
+        left where it is and the Deferred fails with L{scbus.errors.ReplayRefused} saying
+        why (L{scbus.transports.setaside.replay_refusal}: no app subscribes to its type
+        yet, or its body still does not decode). A replayed message keeps its id.
         """
 
 

@@ -72,6 +72,8 @@ class AppStatus:
     stuck_after: float | None = None
     #: This process runs the app's idle handlers now (with idle = "one", only one does).
     runs_idle: bool = False
+    #: Idle handler runs started in this process (they handle no message: not in handled).
+    idle_runs: int = 0
 
 
 class _App:
@@ -712,6 +714,7 @@ class MainMessageBus(Service):
             heartbeat_at=counts.last_heartbeat_at,
             stuck_after=app.stuck_after,
             runs_idle=app.idle.running,
+            idle_runs=counts.idle_runs,
         )
 
     def _app(self, name: str) -> _App:

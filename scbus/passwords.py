@@ -14,11 +14,13 @@ import functools
 import hashlib
 import hmac
 import os
+import stat
+import tempfile
 from collections.abc import Callable
 
 from .errors import ConfigError
 
-__all__ = ["hash_password", "verify_password", "is_password_hash", "read_passwd_file", "SCHEME"]
+__all__ = ["hash_password", "verify_password", "is_password_hash", "read_passwd_file", "write_passwd_entry", "SCHEME"]
 
 SCHEME = "scrypt"
 LOG2_N, BLOCK_SIZE, PARALLELISM = 14, 8, 5
@@ -134,3 +136,64 @@ def read_passwd_file(path: str) -> dict[str, str]:
             )
         users[user] = stored
     return users
+
+
+def check_user_name(user: str) -> str | None:
+    """Why C{user} cannot be a passwd file's user name, or None when it can."""
+    if not user:
+        return "the user name is empty"
+    if ":" in user or any(c.isspace() for c in user) or not user.isprintable():
+        return f"the user name {user!r} has a colon, a space or a control character"
+    return None
+
+
+def write_passwd_entry(path: str, user: str, stored: str) -> bool:
+    """
+    Set C{user}'s hash in the passwd file at C{path}, creating it readable by its owner
+    only (mode 600, whatever the umask), or replacing the user's line in place (other lines
+    and comments kept; the file keeps its owner and group, and its mode less any bit the
+    console refuses). The file is replaced in one rename, so the bus never reads half of
+    it. Answers True when the user was already there.
+    """
+    problem = check_user_name(user)
+    if problem is not None:
+        raise ValueError(problem)
+    if not is_password_hash(stored):
+        raise ValueError("not a password hash from hash_password()")
+    try:
+        before = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        before, lines = None, []
+    replaced = False
+    kept: list[str] = []
+    for line in lines:
+        if line.partition(":")[0] == user and not line.lstrip().startswith("#"):
+            if not replaced:
+                kept.append(f"{user}:{stored}")
+            replaced = True
+            continue
+        kept.append(line)
+    if not replaced:
+        kept.append(f"{user}:{stored}")
+    # The console refuses group write and any bit for others; group read may stay (640).
+    mode = 0o600 if before is None else (stat.S_IMODE(before.st_mode) & 0o640) | 0o600
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".passwd-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            if before is not None and (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(f.fileno(), before.st_uid, before.st_gid)
+                except PermissionError:
+                    pass  # only root gives a file away: then it is ours
+            f.write("\n".join(kept) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    return replaced

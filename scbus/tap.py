@@ -33,7 +33,12 @@ class Options(usage.Options):
         "Run the scbus message bus with the apps, transport and console that FILE (TOML) "
         "names. See the README and docs/config.md."
     )
-    optParameters = [["config", "c", None, "Path of the TOML configuration file (required)."]]
+    optParameters = [
+        ["config", "c", None, "Path of the TOML configuration file (required)."],
+        ["http-port", None, None, "This process's HTTP port instead of http.port (0: any free port, logged)."],
+        ["telnet-port", None, None, "This process's telnet console port instead of console.telnet_port (0: any)."],
+        ["ssh-port", None, None, "This process's SSH console port instead of console.ssh_port (0: any)."],
+    ]
 
     def postOptions(self) -> None:
         if not self["config"]:
@@ -43,9 +48,30 @@ class Options(usage.Options):
         except ConfigError as e:
             sys.stderr.writelines(f"scbus: {line}\n" for line in e.lines())
             raise SystemExit(2) from None
+        self._override_ports(loaded.config)
         # Warnings (a console without its passwd file, ...) are logged by the part that
         # acts on them once the bus runs; check-config prints them.
         self.loaded = (loaded.config, loaded.subscriptions)
+
+    def _override_ports(self, config: Config) -> None:
+        """
+        Ports for this process alone, so that several processes of one config run on one
+        host. The HTTP endpoints may be turned on this way; a console needs its users in
+        the config, so only a configured console port moves.
+        """
+        for option, section, key in (
+            ("http-port", config.http, "port"),
+            ("telnet-port", config.console, "telnet_port"),
+            ("ssh-port", config.console, "ssh_port"),
+        ):
+            value = self[option]
+            if value is None:
+                continue
+            if not value.isdigit() or int(value) > 65535:
+                raise usage.UsageError(f"--{option}: expected a port from 0 to 65535, got {value!r}")
+            if option != "http-port" and getattr(section, key) is None:
+                raise usage.UsageError(f"--{option}: {self['config']} has no console.{key} to move")
+            setattr(section, key, int(value))
 
 
 def install_reactor(config: Config) -> None:

@@ -14,7 +14,7 @@ from ..config import Config, build_subscriptions, load_config
 from ..errors import ConfigError, UnknownMessageType
 from ..message import HeartbeatMessage, Message, lookup, registered_types
 
-__all__ = ["Refused", "load_bus", "message_type", "require_amqp", "say", "EXIT_REFUSED", "EXIT_CONFIG", "EXIT_BROKER"]
+__all__ = ["Refused", "load_bus", "message_type", "say", "EXIT_REFUSED", "EXIT_CONFIG", "EXIT_BROKER"]
 
 #: A bad value or a refused action; the config is bad; the broker (or bus) cannot be reached.
 EXIT_REFUSED, EXIT_CONFIG, EXIT_BROKER = 1, 2, 3
@@ -60,17 +60,6 @@ def message_type(name: str) -> type[Message]:
     if cls is Message:
         raise Refused("scbus.Message is the base of every type, not a type to publish")
     return cls
-
-
-def require_amqp(config: Config, command: str, instead: str) -> Any:
-    """The AMQP settings, or a refusal saying what the in-memory bus offers instead."""
-    if config.transport.type != "amqp":
-        raise Refused(
-            f"{command} needs the amqp transport: {config.source} uses the in-memory bus, "
-            f"which has no broker outside its process ({instead})",
-            EXIT_CONFIG,
-        )
-    return config.transport.amqp
 
 
 def run_refusing(action: Any, args: Any) -> int:

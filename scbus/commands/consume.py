@@ -19,7 +19,8 @@ from ..argtypes import seconds
 from .. import codec
 from ..errors import DecodeError
 from ..transports.amqp import topology
-from .common import EXIT_BROKER, Refused, load_bus, message_type, require_amqp, run_refusing
+from .common import EXIT_BROKER, Refused, load_bus, message_type, run_refusing
+from .reach import reach
 
 __all__ = ["add_parser", "render"]
 
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise Refused("--limit must be at least 1")
     config, _apps = load_bus(args.config)
-    settings = require_amqp(config, "consume", "watch it in its console, or on its HTTP page")
+    reach(config, "consume")  # the broker, or why not
+    settings = config.transport.amqp
     classes = topology.binding_types([message_type(name) for name in args.types])
     try:
         connection = connect_blocking(settings, 10.0, "scbus consume")

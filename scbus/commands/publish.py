@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Protocol
 
 from .. import codec
@@ -27,7 +24,8 @@ from ..config import Config
 from ..errors import DecodeError, EncodeError, TransportError
 from ..message import Message
 from ..transports.amqp.client import PublishRefused, PublishReturned
-from .common import EXIT_BROKER, EXIT_CONFIG, Refused, load_bus, message_type, run_refusing
+from .common import EXIT_BROKER, Refused, load_bus, message_type, run_refusing
+from .reach import BROKER, BusEndpoint, reach
 
 __all__ = ["add_parser", "parse_value", "build_message", "read_lines"]
 
@@ -160,60 +158,29 @@ class AMQPSender:
 class HTTPSender:
     """Posts each envelope to the bus's C{POST /messages} (the in-memory transport)."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
-        self._url = url
-        self._token = token
-        self._timeout = timeout
+    def __init__(self, endpoint: BusEndpoint) -> None:
+        self._endpoint = endpoint
+        self._token = endpoint.token("publish")
 
     def send(self, message: Message) -> str:
-        request = urllib.request.Request(
-            self._url, data=codec.encode(message), method="POST",
-            headers={"Content-Type": codec.CONTENT_TYPE, "Authorization": f"Bearer {self._token}"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as answer:
-                return str(json.loads(answer.read()).get("id", message.id))
-        except urllib.error.HTTPError as e:
-            raise TransportError(f"the bus answered {e.code}: {_error_text(e)}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise TransportError(f"cannot reach the bus at {self._url}: {reason}") from None
+            code, answer = self._endpoint.call(
+                "POST", "/messages", codec.encode(message), self._token, codec.CONTENT_TYPE
+            )
+        except Refused as e:  # cannot reach it: what a broker that went away is to AMQPSender
+            raise TransportError(str(e)) from None
+        if code != 202:
+            raise TransportError(f"the bus answered {code}: {answer.get('error', answer)}")
+        return str(answer.get("id", message.id))
 
     def close(self) -> None:
         pass
 
 
-def _error_text(error: Any) -> str:
-    try:
-        body = error.read()
-        return str(json.loads(body).get("error", body.decode("utf-8", "replace")))
-    except Exception:
-        return str(error.reason)
-
-
-def http_target(config: Config) -> tuple[str, str]:
-    """The URL of the bus's POST /messages and its bearer token, from [http]."""
-    http = config.http
-    if http.port is None:
-        raise Refused(
-            f"{config.source} uses the in-memory transport, which has no broker to publish "
-            "through: set [http] port and token_env so publish can post to the running bus",
-            EXIT_CONFIG,
-        )
-    token = os.environ.get(http.token_env) if http.token_env else None
-    if not token:
-        where = f"the environment variable {http.token_env}" if http.token_env else "[http] token_env"
-        raise Refused(f"publishing over HTTP needs the bus's token: set {where}", EXIT_CONFIG)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(http.interface, http.interface)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{http.port}/messages", token
-
-
 def make_sender(config: Config) -> Sender:
-    if config.transport.type == "amqp":
+    if reach(config, "publish") == BROKER:
         return AMQPSender(config.transport.amqp)
-    return HTTPSender(*http_target(config))
+    return HTTPSender(BusEndpoint(config, timeout=30.0))
 
 
 # --- the command ----------------------------------------------------------------------

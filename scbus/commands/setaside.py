@@ -25,8 +25,11 @@ from pika import exceptions as pika_errors
 
 from ..transports.amqp import topology
 from ..transports.amqp.client import RawDelivery, persistent_copy
-from ..transports.setaside import DEAD, UNROUTED
-from .common import EXIT_BROKER, Refused, load_bus, require_amqp, run_refusing
+from ..config import Config
+from ..message import Message
+from ..transports.setaside import DEAD, UNROUTED, replay_refusal
+from .common import EXIT_BROKER, Refused, load_bus, run_refusing
+from .reach import HTTP, reach
 
 __all__ = ["add_parser"]
 
@@ -47,6 +50,11 @@ def add_parser(commands: Any) -> None:
     rp = actions.add_parser("replay", help="publish one again and remove it once confirmed")
     rp.add_argument("kind", choices=sorted(QUEUES))
     rp.add_argument("id", help="the message's id, as list shows it")
+    rp.add_argument(
+        "--force", action="store_true",
+        help="replay even a message that would only be set aside again (no app of this config "
+        "subscribes to its type; its body still does not decode)",
+    )
     pg = actions.add_parser("purge", help="delete every message of one kind")
     pg.add_argument("kind", choices=sorted(QUEUES))
     pg.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
@@ -56,8 +64,12 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..client import BrokerUnreachable, connect_blocking
 
-    config, _apps = load_bus(args.config)
-    settings = require_amqp(config, "set-aside", "use unrouted(), dead_letters() and replay() in its console")
+    config, apps = load_bus(args.config)
+    if reach(config, f"set-aside {args.action}") == HTTP:
+        from .overhttp import set_aside
+
+        return set_aside(config, args)
+    settings = config.transport.amqp
     if args.action == "purge" and not args.yes and not sys.stdin.isatty():
         raise Refused("purge deletes messages for good: confirm on a terminal, or pass --yes")
     try:
@@ -65,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except BrokerUnreachable as e:
         raise Refused(f"cannot reach the broker: {e}", EXIT_BROKER) from None
     try:
-        return {"list": _list, "replay": _replay, "purge": _purge}[args.action](connection, args)
+        if args.action == "replay":
+            return _replay(connection, args, config, apps)
+        return {"list": _list, "purge": _purge}[args.action](connection, args)
     finally:
         try:
             connection.close()
@@ -101,33 +115,45 @@ def _browse(channel: Any, kind: str) -> Any:
 
 def _list(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
     channel, count = _channel(connection, QUEUES[args.kind])
-    entries = [entry for _raw, entry in _browse(channel, args.kind)]
+    entries = [entry.as_json() for _raw, entry in _browse(channel, args.kind)]
     channel.close()
+    return show_listing(entries, count, args)
+
+
+def show_listing(entries: list[dict[str, Any]], total: int, args: argparse.Namespace, more: str = "") -> int:
+    """Set-aside entries (as L{SetAsideMessage.as_json} gives them), as JSON lines or for people."""
     if args.json:
         for entry in entries:
-            print(json.dumps(entry.as_json(), ensure_ascii=False))
+            print(json.dumps(entry, ensure_ascii=False))
         return 0
     if not entries:
         print(f"no {args.kind} messages")
         return 0
     for entry in entries:
-        at = datetime.datetime.fromtimestamp(entry.at).isoformat(sep=" ", timespec="seconds") if entry.at else "?"
-        where = f" from {entry.app_name}" if entry.app_name else ""
-        print(f"{entry.id}  {at}  {entry.code}{where}  type={entry.type_name}  {entry.reason}")
-        preview = entry.body[:100].decode("utf-8", "replace")
-        print(f"    {preview}{'...' if len(entry.body) > 100 else ''}")
-    shown = f"{len(entries)} of {count}" if count > len(entries) else str(len(entries))
+        at = datetime.datetime.fromtimestamp(entry["at"]).isoformat(sep=" ", timespec="seconds") if entry["at"] else "?"
+        where = f" from {entry['app']}" if entry["app"] else ""
+        print(f"{entry['id']}  {at}  {entry['code']}{where}  type={entry['type']}  {entry['reason']}")
+        print(f"    {entry['body'][:100]}{'...' if len(entry['body']) > 100 else ''}")
+    shown = f"{len(entries)} of {total}{more}" if total > len(entries) else str(len(entries))
     print(f"{shown} {args.kind} message(s)")
     return 0
 
 
-def _replay(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
+def _replay(
+    connection: pika.BlockingConnection, args: argparse.Namespace, config: Config, apps: dict[str, list[type[Message]]]
+) -> int:
     channel, _count = _channel(connection, QUEUES[args.kind])
     channel.confirm_delivery()
     try:
         for raw, entry in _browse(channel, args.kind):
             if entry.id != args.id:
                 continue
+            refusal = None if args.force else replay_refusal(
+                args.kind, entry, lambda cls: any(issubclass(cls, tuple(types)) for types in apps.values()),
+                config.transport.max_message_size, config.transport.max_nesting,
+            )
+            if refusal is not None:
+                raise Refused(f"not replayed: {refusal} (--force replays it anyway)")
             route = topology.replay_route(args.kind, entry.type_name, entry.app_name)
             if route is None:
                 raise Refused(f"cannot tell the type of {entry.id}; it stays in {args.kind}")

@@ -35,7 +35,7 @@ def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: IB
         if not users and not os.path.exists(config.passwd_file):
             log.warn(
                 "console not started: {path} does not exist; create it with "
-                "'echo \"admin:$(scbus hash-password)\" > {path}'",
+                "'scbus hash-password --write {path} --user admin' and restart",
                 path=config.passwd_file,
             )
             return console
@@ -43,7 +43,10 @@ def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: IB
     namespace = make_namespace(bus)
     if config.telnet_port is not None:
         telnet = telnet_factory(namespace, PasswordHashChecker(users), reactor)
-        Listener("console.telnet_port", config.telnet_port, config.interface, telnet, reactor).setServiceParent(console)
+        Listener(
+            "console.telnet_port", config.telnet_port, config.interface, telnet, reactor,
+            announce="console: telnet {host} {port} to log in",
+        ).setServiceParent(console)
     if config.ssh_port is not None:
         try:
             from .ssh import ssh_factory
@@ -52,5 +55,8 @@ def make_console_service(bus: MainMessageBus, config: ConsoleConfig, reactor: IB
                 "console", "ssh_port", f"the SSH console needs twisted[conch] installed ({e})"
             ) from None
         ssh = ssh_factory(namespace, config)
-        Listener("console.ssh_port", config.ssh_port, config.interface, ssh, reactor).setServiceParent(console)
+        Listener(
+            "console.ssh_port", config.ssh_port, config.interface, ssh, reactor,
+            announce="console: ssh -p {port} USER@{host} to log in",
+        ).setServiceParent(console)
     return console

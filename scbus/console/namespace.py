@@ -12,6 +12,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from ..control import assess, set_aside_dropped
+from ..errors import ReplayRefused
 from ..mainbus import AppStatus, MainMessageBus
 from ..message import HeartbeatMessage, Message, registered_types
 from ..pausing import pause_everywhere
@@ -52,7 +53,8 @@ scbus console: Python inside the running bus. exit() or Ctrl-D leaves it; the bu
   pause('name'), resume('name')   this process; everywhere=True: every process, and
                            processes that start later (the pause is kept on the broker)
   unrouted(), dead_letters()   messages set aside: id, reason, type, age, size
-  replay('unrouted'|'dead', id)  publish a set-aside message again
+  replay('unrouted'|'dead', id)  publish a set-aside message again (refused while it would
+                           only be set aside again; force=True replays it anyway)
   heartbeat(app=None)      send a HeartbeatMessage through app queues (measures lag)
   processes()              every live bus process and its apps (the control plane)
   lag(app=None)            send heartbeats, then show each app's lag (time in its queue)
@@ -66,7 +68,12 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
     transport = bus.transport
 
     def status() -> Any:
-        return _settled(bus.status().addCallback(StatusTable))
+        def shown(statuses: list[AppStatus]) -> StatusTable:
+            view = StatusTable(statuses)
+            view.dropped = set_aside_dropped(transport)
+            return view
+
+        return _settled(bus.status().addCallback(shown))
 
     def app_status(name: str) -> Any:
         names = list(bus.app_names())
@@ -111,10 +118,14 @@ def make_namespace(bus: MainMessageBus) -> dict[str, Any]:
     def dead_letters() -> Any:
         return listing("dead")
 
-    def replay(kind: str, entry_id: str) -> Any:
+    def replay(kind: str, entry_id: str, force: bool = False) -> Any:
+        def refused(failure: Failure) -> Reply:
+            failure.trap(ReplayRefused)
+            return Reply(f"not replayed: {failure.getErrorMessage()} (force=True replays it anyway)")
+
         return _settled(
-            transport.replay(kind, entry_id).addCallback(
-                lambda found: Reply(f"replayed {entry_id}" if found else f"no {kind} message {entry_id}")
+            transport.replay(kind, entry_id, force=force).addCallbacks(
+                lambda found: Reply(f"replayed {entry_id}" if found else f"no {kind} message {entry_id}"), refused
             )
         )
 

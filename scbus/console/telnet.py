@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .auth import MAX_LOGIN_ATTEMPTS, LoginGuard
-from .shell import ConsoleManhole
+from .shell import ConsoleManhole, PlainConsole
 
 __all__ = ["telnet_factory"]
 
@@ -54,6 +54,7 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
         self._source = "?"
         self._user = "?"
         self._gone = False
+        self._plain = False
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -67,15 +68,20 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
         super().dataReceived(data)
 
     def telnet_User(self, line: bytes) -> str:
+        # A plain client (nc, a script: see _ConsoleTelnet.speaks_telnet) gets no
+        # negotiation, and lines instead of a terminal's escape codes once logged in.
+        self._plain = isinstance(self.transport, _ConsoleTelnet) and not self.transport.speaks_telnet
         self.username = line.rstrip(b"\r")
-        self.transport.will(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
+        if not self._plain:
+            self.transport.will(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
         self.transport.write(b"Password: ")
         return "Password"
 
     def telnet_Password(self, line: bytes) -> str:
         username, password = self.username, line.rstrip(b"\r")
         del self.username
-        self.transport.wont(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
+        if not self._plain:
+            self.transport.wont(telnet.ECHO).addErrback(_negotiation_over, telnet.ECHO)
         wait = self._guard.wait_before_check(self._source)
         if wait > 0:
             self._pending = self._clock.callLater(wait, self._check, username, password)
@@ -86,7 +92,8 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
     def _check(self, username: bytes, password: bytes) -> None:
         self._pending = None
         self._user = username.decode("utf-8", "replace")
-        d = self.portal.login(credentials.UsernamePassword(username, password), None, telnet.ITelnetProtocol)
+        mind = PLAIN if self._plain else None
+        d = self.portal.login(credentials.UsernamePassword(username, password), mind, telnet.ITelnetProtocol)
         d.addCallbacks(self._cbLogin, self._ebLogin)
 
     def _cbLogin(self, ial: Any) -> None:
@@ -126,6 +133,8 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
 
 
 _CTRL_C, _CTRL_D = b"\x03", b"\x04"
+#: The login's word to the realm: this client is no terminal (see L{_Login.telnet_User}).
+PLAIN = object()
 _IAC = telnet.IAC[0]
 #: Telnet commands that Twisted's parser does not know (it raises on them), as the keys a
 #: person pressed: Debian's telnet sends Ctrl-D as IAC EOF and Ctrl-C as IAC IP or ABORT
@@ -146,8 +155,13 @@ class _ConsoleTelnet(telnet.TelnetTransport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._after_iac = False
+        #: The client has sent a telnet command, or ended a line with CR (CR LF, CR NUL) as
+        #: telnet clients do: it speaks telnet. C{nc} and scripts send LF alone, and nothing else.
+        self.speaks_telnet = False
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.speaks_telnet and (telnet.IAC in data or b"\r" in data):
+            self.speaks_telnet = True
         if self._after_iac or telnet.IAC in data:
             data = self._translate(data)
         try:
@@ -203,6 +217,8 @@ class _TelnetRealm:
 
     def requestAvatar(self, avatar_id: bytes | tuple[()], mind: Any, *interfaces: Any) -> Any:
         if telnet.ITelnetProtocol in interfaces:
+            if mind is PLAIN:
+                return telnet.ITelnetProtocol, PlainConsole(self.namespace), lambda: None
             proto = _TelnetBootstrap(insults.ServerProtocol, ConsoleManhole, self.namespace)
             return telnet.ITelnetProtocol, proto, lambda: None
         raise NotImplementedError(interfaces)

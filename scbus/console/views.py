@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..control import ago, render, table
+from ..control import ago, dropped_note, render, table
 from ..mainbus import AppStatus
 
 __all__ = ["AppStatusView", "HealthView", "Reply", "SetAsideList", "StatusTable", "age", "size"]
@@ -50,6 +50,9 @@ def size(n: int) -> str:
 class StatusTable(list):
     """A list of L{AppStatus} that prints as a table in the console."""
 
+    #: Entries each bounded set-aside store dropped (None: stores that drop nothing).
+    dropped: dict[str, int] | None = None
+
     def __repr__(self) -> str:
         now = time.time()
         header = ("app", "handled", "errors", "in flight", "queued", "redelivered", "last handled", "paused")
@@ -67,7 +70,8 @@ class StatusTable(list):
                     "yes" if s.paused else "no",
                 )
             )
-        return "\n".join(table(rows))
+        note = dropped_note(self.dropped)
+        return "\n".join([*table(rows), *([note] if note else [])])
 
 
 class AppStatusView:

@@ -21,6 +21,7 @@ L{scbus.testing.amqp} has an in-memory AMQP client, for transport authors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,6 +55,20 @@ def result_of(d: Deferred[Any]) -> Any:
     return outcome[0]
 
 
+def capture_from(level: str = "info") -> None:
+    """
+    Let stdlib log records from C{level} up reach the handlers (and so an
+    AppErrorOccurredMessage's C{log}), as twistd does for C{bus.log_level}: Python's
+    default lets only warnings through. Never makes logging less verbose than it is.
+    """
+    wanted = logging.WARNING if level == "warn" else logging.getLevelName(level.upper())
+    if not isinstance(wanted, int):
+        raise ValueError(f"log_level must be debug, info, warn, error or critical, not {level!r}")
+    root = logging.getLogger()
+    if root.getEffectiveLevel() > wanted:
+        root.setLevel(wanted)
+
+
 def run_handler(
     builder: Callable[..., Any],
     message: Message,
@@ -61,11 +76,14 @@ def run_handler(
     config: dict[str, Any] | None = None,
     root_config: dict[str, Any] | None = None,
     name: str = "app",
+    log_level: str = "info",
 ) -> list[Message]:
     """
-    Build one app and hand it one message; answers what it returns (errors included).
-    A coroutine handler runs to its end on a fake clock, its sleeps passing at once.
+    Build one app and hand it one message; answers what it returns (errors included,
+    with the records the handler logged from C{log_level} up, as under twistd). A
+    coroutine handler runs to its end on a fake clock, its sleeps passing at once.
     """
+    capture_from(log_level)
     subscriptions = builder(name, root_config or {}, config or {})
     clock = Clock()
     loop = ClockEventLoop(clock)
@@ -85,9 +103,12 @@ class BusHarness:
     Thread-pool apps (C{threads=N}) run their handlers on a L{SynchronousThreadPool}:
     at once, with the result handed back through the clock, so tests stay deterministic.
     Coroutine handlers run on L{loop}, an asyncio loop on the same clock.
+    An error's C{log} holds the handler's records from C{log_level} up, as under twistd
+    with that C{bus.log_level}.
     """
 
-    def __init__(self, *, max_message_size: int | None = None) -> None:
+    def __init__(self, *, max_message_size: int | None = None, log_level: str = "info") -> None:
+        capture_from(log_level)
         self.clock = ThreadClock()
         #: The asyncio loop coroutine handlers run on; its time is the clock's.
         self.loop = ClockEventLoop(self.clock)

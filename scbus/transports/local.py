@@ -21,11 +21,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import codec
-from ..errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
+from ..errors import (
+    DecodeError, EncodeError, MalformedMessage, NotRunning, ReplayRefused, TransportError, UnknownMessageType,
+)
 from ..interfaces import IBoundedSetAside, IDelivery, ISetAside, IImmediateAck, IImmediateSend, IReadyDeliveries, ITransport
 from ..message import HeartbeatResponseMessage, Message, Snapshot, from_snapshot, lookup, snapshot
 from ..reactors import running_reactor
-from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore
+from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore, replay_refusal
 
 __all__ = ["LocalTransport", "LocalDelivery"]
 
@@ -144,9 +146,19 @@ class LocalTransport(Service):
         super().startService()
 
     def stopService(self) -> None:
-        """Like a closed connection: whatever was delivered and not acknowledged comes back."""
+        """
+        Like a closed connection: whatever was delivered and not acknowledged comes back,
+        to the queues that go with the process; say what goes with them.
+        """
         self._stopped = True
         self.recover()
+        queued = sum(len(q.ready) for q in self._queues.values())
+        if queued or len(self.unrouted) or len(self.dead_letters):
+            log.warn(
+                "in-memory transport stopped: {queued} queued message(s), {unrouted} unrouted and "
+                "{dead} dead-lettered are lost with the process (a broker keeps them: transport.type = \"amqp\")",
+                queued=queued, unrouted=len(self.unrouted), dead=len(self.dead_letters),
+            )
         return super().stopService()
 
     def recover(self, app_name: str | None = None) -> int:
@@ -196,14 +208,20 @@ class LocalTransport(Service):
         name = type_name or codec.peek_type(body)
         if name is None:
             return fail(MalformedMessage("cannot tell the message type of this body; pass type_name"))
-        try:
-            message_type = lookup(name)
-        except UnknownMessageType:
+        message_type = self._known_type(name)
+        if message_type is None:
             # No app can subscribe to a type nobody here knows: as on the broker, unrouted.
             self._keep_unrouted(body, name)
             return succeed(None)
         self._route(message_type, body)
         return succeed(None)
+
+    @staticmethod
+    def _known_type(name: str) -> type[Message] | None:
+        try:
+            return lookup(name)
+        except UnknownMessageType:
+            return None
 
     def take_ready(self, app_name: str) -> LocalDelivery | None:
         queue = self._queue(app_name)
@@ -236,15 +254,31 @@ class LocalTransport(Service):
     def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return succeed(list(self._store(kind)))
 
-    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
+    def replay(self, kind: str, entry_id: str, force: bool = False) -> Deferred[bool]:
         store = self._store(kind)
         for entry in store:
-            if entry.id == entry_id:
+            if entry.id != entry_id:
+                continue
+            if not force:
+                refusal = replay_refusal(
+                    kind, entry, lambda cls: bool(self._targets(cls)), self.max_message_size, self.max_nesting
+                )
+                if refusal is not None:
+                    return fail(ReplayRefused(refusal))
+            if kind == DEAD and entry.app_name in self._queues:
                 store.remove(entry)
-                if kind == DEAD and entry.app_name in self._queues:
-                    self._enqueue(self._queues[entry.app_name], entry.body, None)
-                    return succeed(True)
-                return self.publish_raw(entry.body, entry.type_name).addCallback(lambda _: True)
+                self._enqueue(self._queues[entry.app_name], entry.body, None)
+                return succeed(True)
+            name = entry.type_name or codec.peek_type(entry.body)
+            if name is None:
+                return fail(ReplayRefused(f"cannot tell the type of {entry.id}; it stays in {kind}"))
+            store.remove(entry)
+            message_type = self._known_type(name)
+            if message_type is None or not self._targets(message_type):
+                self._keep_unrouted(entry.body, name, entry.id)  # forced, still nobody: kept, same id
+            else:
+                self._route(message_type, entry.body)
+            return succeed(True)
         return succeed(False)
 
     # --- inspection -----------------------------------------------------------------------
@@ -296,10 +330,12 @@ class LocalTransport(Service):
         for queue in targets:
             self._enqueue(queue, body, taken)
 
-    def _keep_unrouted(self, body: bytes, type_name: str) -> None:
+    def _keep_unrouted(self, body: bytes, type_name: str, entry_id: str | None = None) -> None:
         entry = SetAsideMessage(
             body=body, reason=f"no app subscribes to {type_name}", code=UNROUTED, type_name=type_name
         )
+        if entry_id is not None:
+            entry.id = entry_id
         self._keep(self.unrouted, entry)
         log.warn(
             "unrouted: no app subscribes to {type}; kept as {id} (replay it from the "

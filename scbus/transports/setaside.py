@@ -8,14 +8,17 @@ import dataclasses
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
 from ..interfaces import ISetAside
 
-__all__ = ["SetAsideMessage", "SetAsideStore", "UNROUTED", "DEAD", "DEFAULT_LIMIT"]
+if TYPE_CHECKING:
+    from ..message import Message
+
+__all__ = ["SetAsideMessage", "SetAsideStore", "UNROUTED", "DEAD", "DEFAULT_LIMIT", "replay_refusal"]
 
 #: Entries an in-memory store keeps by default (``transport.set_aside_limit``).
 DEFAULT_LIMIT = 10_000
@@ -97,3 +100,35 @@ class SetAsideStore:
 
     def __repr__(self) -> str:
         return f"<SetAsideStore {len(self)}/{self.limit}, {self.dropped} dropped>"
+
+
+def replay_refusal(
+    kind: str,
+    entry: ISetAside,
+    subscribed: Callable[[type[Message]], bool],
+    max_size: int | None,
+    max_nesting: int,
+) -> str | None:
+    """
+    Why replaying C{entry} now would only set it aside again, or None: a dead letter whose
+    body still does not decode (with this code and these limits), an unrouted message no
+    app subscribes to yet (C{subscribed}: whether an app that the caller knows takes the
+    class).
+    """
+    from .. import codec
+    from ..errors import DecodeError, UnknownMessageType
+    from ..message import lookup
+
+    if kind == DEAD:
+        try:
+            codec.decode(entry.body, max_size, max_nesting)
+        except DecodeError as e:
+            return f"{entry.id} still does not decode ({e.reason}: {e}); it stays in {DEAD}"
+        return None
+    try:
+        message_type = lookup(entry.type_name) if entry.type_name else None
+    except UnknownMessageType:
+        message_type = None
+    if message_type is None or not subscribed(message_type):
+        return f"no app subscribes to {entry.type_name or 'its type'} yet; {entry.id} stays in {UNROUTED}"
+    return None

@@ -132,6 +132,9 @@ def make_http_service(
     _HistoryService(history).setServiceParent(top)
     site = QuietSite(resource)
     site.max_body = 2 * (max_message_size or 1024 * 1024) + BODY_LIMIT_SLACK
-    Listener("http.port", http.port, http.interface, site, reactor).setServiceParent(top)
+    Listener(
+        "http.port", http.port, http.interface, site, reactor,
+        announce="http: the status page is at http://{host}:{port}/ (/ready, /metrics, /status.json)",
+    ).setServiceParent(top)
     top.resource = resource  # type: ignore[attr-defined]
     return top

@@ -103,6 +103,7 @@ class _SnapshotCollector:
             ("scbus_handler_errors", "Handler runs that ended in an error, per app.", "errors"),
             ("scbus_messages_redelivered", "Deliveries marked as delivered before, per app.", "redelivered"),
             ("scbus_messages_acked", "Deliveries acknowledged, per app.", "acked"),
+            ("scbus_idle_runs", "Idle handler runs started, per app.", "idle_runs"),
         ]
         for name, doc, key in counters:
             family = CounterMetricFamily(name, doc, labels=["app"])

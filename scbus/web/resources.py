@@ -223,6 +223,7 @@ class BusWeb(Resource):
                 "connected": snap.connected,
                 "send_buffer": snap.send_buffer,
                 "writable": self._token is not None,
+                "token_env": self._token_env,
                 "apps": snap.apps,
                 "series": self.history.series(),
                 "sample_every": self.history.every,
@@ -267,12 +268,16 @@ class BusWeb(Resource):
     def replay(self, request: Request, kind: str, entry_id: str) -> Any:
         if kind not in (UNROUTED, DEAD):
             return _error(404, f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
-        d = self.bus.transport.replay(kind, entry_id)
+        from ..errors import ReplayRefused
+
+        force = request.args.get(b"force", [b""])[0] in (b"1", b"true", b"yes")
+        d = self.bus.transport.replay(kind, entry_id, force=force)
         d.addBoth(self._forget_listings)
         d.addCallbacks(
             lambda found: Answer(200, {"replayed": entry_id}) if found
             else _error(404, f"no {kind} message {entry_id}"),
-            lambda f: _error(503, f"not replayed: {f.getErrorMessage()}"),
+            # Kept where it is: it would only be set aside again (?force=1 replays it anyway).
+            lambda f: _error(409 if f.check(ReplayRefused) else 503, f"not replayed: {f.getErrorMessage()}"),
         )
         return d
 

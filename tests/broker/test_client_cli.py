@@ -254,9 +254,15 @@ def test_set_aside_list_replay_and_purge(setup, vhost_url, rabbit):
     assert {e["id"] for e in listed} == set(ids)
     assert all(e["type"] == "client_test.Unwanted" and e["code"] == "unrouted" for e in listed)
 
-    # Replay one to a subscriber that now exists: it leaves the store and arrives.
-    watcher = Consumer(config, "client_test.Unwanted", "--json", "--limit", "1", "--timeout", "30")
+    # No app of the config takes it: refused, and kept.
     out = scbus("set-aside", "--config", config, "replay", "unrouted", ids[0])
+    assert out.returncode == 1 and out.stderr.strip() == (
+        f"scbus: not replayed: no app subscribes to client_test.Unwanted yet; {ids[0]} stays in unrouted "
+        "(--force replays it anyway)"
+    ), out.stderr
+    # Forced to a subscriber outside the config (a consumer): it leaves the store and arrives.
+    watcher = Consumer(config, "client_test.Unwanted", "--json", "--limit", "1", "--timeout", "30")
+    out = scbus("set-aside", "--config", config, "replay", "unrouted", ids[0], "--force")
     assert out.returncode == 0, out.stderr
     status, got, err = watcher.finish()
     assert status == 0, err
@@ -274,10 +280,14 @@ def test_set_aside_list_replay_and_purge(setup, vhost_url, rabbit):
     assert dead["id"] == bad["id"] and dead["code"] == "wrong-type" and dead["app"] == "shipping"
     assert "quantity" in dead["reason"]
 
-    # Replayed with the bus stopped, it waits in the app's queue again.
+    # Still undecodable: refused and kept. Forced, with the bus stopped, it waits in the
+    # app's queue again.
     bus.terminate()
     assert rabbit_queue_count(vhost_url, "scbus.app.shipping") == 0
     out = scbus("set-aside", "--config", config, "replay", "dead", bad["id"])
+    assert out.returncode == 1 and f"not replayed: {bad['id']} still does not decode (wrong-type: " in out.stderr
+    assert rabbit_queue_count(vhost_url, "scbus.dead") == 1
+    out = scbus("set-aside", "--config", config, "replay", "dead", bad["id"], "--force")
     assert out.returncode == 0, out.stderr
     assert rabbit_queue_count(vhost_url, "scbus.app.shipping") == 1
     assert rabbit_queue_count(vhost_url, "scbus.dead") == 0
@@ -326,10 +336,13 @@ def test_local_transport_without_http_says_what_to_configure(tmp_path):
     assert out.returncode == 2
     [line] = out.stderr.splitlines()
     assert "[http] port" in line
-    for args in (("consume", "client_test.Order"), ("set-aside", "list", "dead")):
+    for args, says in (
+        (("consume", "client_test.Order"), "its messages never leave its process"),
+        (("set-aside", "list", "dead"), "through its HTTP endpoint: set [http] port"),
+    ):
         out = scbus(args[0], "--config", str(config), *args[1:])
         assert out.returncode == 2
-        assert len(out.stderr.splitlines()) == 1 and "amqp" in out.stderr
+        assert len(out.stderr.splitlines()) == 1 and says in out.stderr
 
 
 def test_unknown_type_is_one_line(setup):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
@@ -64,6 +64,64 @@ class SetAsideTests(unittest.TestCase):
         await eventually(logged)
         [line] = logged()
         self.assertIn(f"from scbus.app.{app} (type setaside.Unwanted, id None) [malformed]: body is not acceptable JSON", line)
+
+
+    def on_broker(self, *steps):
+        """Run C{steps(channel)} on a blocking connection of their own, in a thread; the last result."""
+        import pika
+
+        def run():
+            connection = pika.BlockingConnection(pika.URLParameters(self.rabbit.url))
+            try:
+                channel = connection.channel()
+                return [step(channel) for step in steps][-1]
+            finally:
+                connection.close()
+
+        return threads.deferToThread(run)
+
+    async def test_the_dead_exchange_carries_what_the_broker_dead_letters_not_the_bus_copies(self):
+        # What docs/wire.md says of scbus.dead: the exchange, and so a queue of one's own
+        # bound to it, carries the broker's dead letters; the bus's own go to the queue alone.
+        transport = await self.transport()
+        app = f"setaside_exchange_{self.client}"
+        monitor, expiring = f"setaside_monitor_{self.client}", f"setaside_expiring_{self.client}"
+        await self.on_broker(
+            lambda ch: ch.queue_declare(monitor), lambda ch: ch.queue_bind(monitor, "scbus.dead"),
+            lambda ch: ch.queue_purge(monitor),
+        )
+        self.addCleanup(self.on_broker, lambda ch: ch.queue_delete(monitor), lambda ch: ch.queue_delete(expiring))
+
+        def in_monitor():
+            return self.on_broker(lambda ch: ch.queue_declare(monitor, passive=True).method.message_count)
+
+        await transport.setup(app, [Unwanted])
+        marker = f"the bus's own copy {self.client}".encode()
+        await transport.publish_raw(b"not json: " + marker, "setaside.Unwanted")
+        waiting = transport.retrieve(app)  # the bad one is set aside on the way
+        waiting.addErrback(lambda f: f.trap(defer.CancelledError))
+        self.addCleanup(waiting.cancel)
+
+        async def copied():
+            return any(marker in bytes(e.body) for e in await transport.set_aside("dead"))
+
+        await eventually(copied)
+        self.assertEqual(await in_monitor(), 0)
+
+        # A message that expires in a queue whose dead-letter exchange is scbus.dead, as
+        # every app queue's is: the broker dead-letters it through the exchange.
+        import pika
+
+        await self.on_broker(
+            lambda ch: ch.queue_declare(expiring, arguments={"x-dead-letter-exchange": "scbus.dead", "x-message-ttl": 1}),
+            lambda ch: ch.basic_publish("", expiring, b'{"expired": true}', pika.BasicProperties(message_id="expiring-1")),
+        )
+
+        async def one_in_monitor():
+            return await in_monitor() == 1
+
+        await eventually(one_in_monitor)
+        await eventually(lambda: transport.set_aside("dead").addCallback(lambda es: "expiring-1" in [e.id for e in es]))
 
 
 class TxAMQPSetAsideTests(SetAsideTests):

@@ -144,11 +144,11 @@ def test_status_answers_now_from_busy_processes_and_sees_deaths(rabbit, tmp_path
             bus.kill()
 
 
-def test_status_needs_the_broker_transport(tmp_path):
+def test_status_needs_the_broker_or_the_http_endpoint(tmp_path):
     config = tmp_path / "local.toml"
     config.write_text('[apps.x]\nbuilder = "apps.clock:make_clock"\n')
     out = scbus("status", "--config", str(config))
-    assert out.returncode == 2 and "need the amqp transport" in out.stderr
+    assert out.returncode == 2 and "through its HTTP endpoint: set [http] port" in out.stderr
     config.write_text('[transport]\ntype = "amqp"\nurl = "amqp://guest:guest@127.0.0.1:1/"\n[apps.x]\nbuilder = "apps.clock:make_clock"\n')
     out = scbus("status", "--config", str(config))
     assert out.returncode == 3 and "cannot reach the broker" in out.stderr

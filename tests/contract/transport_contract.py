@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from scbus import codec
-from scbus.errors import EncodeError, TransportError
+from scbus.errors import EncodeError, ReplayRefused, TransportError
 from scbus.interfaces import IReadyDeliveries
 from scbus.message import Message
 
@@ -34,6 +34,12 @@ class Note(Message, wire_name="contract.Note"):
 
 
 class Nobody(Message, wire_name="contract.Nobody"):
+    n: int
+
+
+class NotYet(Message, wire_name="contract.NotYet"):
+    """No app of the suite ever subscribes to it, on any broker the suite runs on."""
+
     n: int
 
 
@@ -143,6 +149,57 @@ class TransportContract:
         await delivery.ack()
         remaining = await t.set_aside("unrouted")
         self.assertNotIn(mine[0].id, [e.id for e in remaining])
+
+    async def test_a_replay_that_would_only_set_it_aside_again_is_refused(self):
+        t = await self.start()
+        a, b, animals, dogs, late = map(self.app, ("a", "b", "animals", "dogs", "late"))
+        await t.setup(a, [Note])
+        lost = NotYet(n=1)
+        await t.send(lost)
+        (entry,) = await self.eventually_with(lambda: t.set_aside("unrouted"), lost.id.encode())
+        with self.assertRaises(ReplayRefused) as refused:
+            await t.replay("unrouted", entry.id)
+        self.assertEqual(
+            str(refused.exception), f"no app subscribes to contract.NotYet yet; {entry.id} stays in unrouted"
+        )
+        self.assertEqual([e.id for e in await self.eventually_with(lambda: t.set_aside("unrouted"), lost.id.encode())], [entry.id])
+        # Forced, it is published again, and kept again under the same id: still one entry.
+        self.assertTrue(await t.replay("unrouted", entry.id, force=True))
+        again = await self.eventually_with(lambda: t.set_aside("unrouted"), lost.id.encode())
+        self.assertEqual([e.id for e in again], [entry.id])
+
+        marker = self.app("still broken").encode()
+        await t.publish_raw(b"not json " + marker, "contract.Note")
+        await self.pump(a)
+        (dead,) = await self.eventually_with(lambda: t.set_aside("dead"), marker)
+        with self.assertRaises(ReplayRefused) as refused:
+            await t.replay("dead", dead.id)
+        self.assertIn(f"{dead.id} still does not decode (malformed: ", str(refused.exception))
+        self.assertTrue(str(refused.exception).endswith("; it stays in dead"))
+        self.assertEqual(len(await self.eventually_with(lambda: t.set_aside("dead"), marker)), 1)
+        # Forced, it leaves the store for the app's queue, and is dead-lettered there again.
+        self.assertTrue(await t.replay("dead", dead.id, force=True))
+        self.assertEqual(await self.eventually_with(lambda: t.set_aside("dead"), marker, count=0), [])
+        await self.pump(a)
+        (again_dead,) = await self.eventually_with(lambda: t.set_aside("dead"), marker)
+        self.assertEqual((again_dead.app_name, again_dead.code), (a, "malformed"))
+
+    async def pump(self, app):
+        """Send a good message through C{app} and take it: what came before it was read."""
+        good = Note(text="after")
+        await self.transport.send(good)
+        delivery = await self.next_delivery(app)
+        self.assertEqual(delivery.message.id, good.id)
+        await delivery.ack()
+
+    async def eventually_with(self, ask, marker, count=1, timeout=WAIT):
+        """The set-aside entries whose body holds C{marker}, once there are C{count} (brokers lag)."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            entries = [e for e in await ask() if marker in bytes(e.body)]
+            if len(entries) == count or reactor.seconds() > deadline:
+                return entries
+            await task.deferLater(reactor, 0.2, lambda: None)
 
     async def test_bad_bodies_are_dead_lettered_and_the_consumer_keeps_going(self):
         t = await self.start()

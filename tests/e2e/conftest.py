@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -82,3 +87,56 @@ def run_twistd():
     yield start
     for t in started:
         t.kill()
+
+
+def wait_for_log(bus: Twistd, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+    """The first match of C{pattern} in the bus's log, once it shows (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(pattern, bus.log())
+        if found:
+            return found
+        if bus.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in the log (exit {bus.process.poll()}):\n{bus.log()[-3000:]}")
+        time.sleep(0.1)
+
+
+def run_on_a_terminal(
+    argv: list[str], cwd: str, answers: list[tuple[str, str]], timeout: float = 120.0, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """
+    Run C{argv} with a pseudo-terminal as its controlling terminal, as a person at a shell
+    would, typing each answer once its prompt shows; the exit status and everything shown.
+    """
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    seen, pending, answered_at = b"", list(answers), 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # every end of the terminal closed: the program is done
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if pending and seen[answered_at:].endswith(pending[0][0].encode()):
+                os.write(master, pending.pop(0)[1].encode() + b"\n")
+                answered_at = len(seen)
+        return process.wait(timeout=max(1.0, deadline - time.monotonic())), seen.decode("utf-8", "replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)

@@ -121,3 +121,24 @@ def test_a_result_too_big_to_send_is_reported_as_the_apps_error_and_the_delivery
     assert events[1][1] == 1
     counters = bus.apps["shop"].counters
     assert counters.acked == 1 and bus._apps["shop"].in_flight == {}
+
+
+def test_a_dead_letter_is_listed_with_the_time_it_was_set_aside():
+    import datetime
+
+    from scbus.transports.amqp.holding import set_aside_entry
+
+    def entry(headers, timestamp=None):
+        properties = Properties(content_type="application/json", headers=headers, timestamp=timestamp)
+        return set_aside_entry("dead", RawDelivery(None, 1, False, "", "scbus.dead", properties, b"{bad"))
+
+    # Written by the bus when it set the body aside: that, not the message's creation.
+    assert entry({"x-scbus-reason": "malformed", "x-scbus-set-aside-at": 1700000123500}, timestamp=1600000000).at == 1700000123.5
+    # Dead-lettered by the broker: x-death's time, as pika (a naive UTC datetime) and txAMQP (an int) give it.
+    when = datetime.datetime(2024, 5, 1, 12, 0, 0)
+    expected = when.replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert entry({"x-death": [{"reason": "delivery_limit", "queue": "scbus.app.shop", "time": when}]}).at == expected
+    assert entry({"x-death": [{"reason": "rejected", "queue": "scbus.app.shop", "time": int(expected)}]}).at == expected
+    # Nothing says when: the message's own time, else unknown.
+    assert entry({"x-scbus-reason": "malformed"}, timestamp=1600000000).at == 1600000000.0
+    assert entry({"x-scbus-reason": "malformed", "x-scbus-set-aside-at": "soon"}).at == 0.0

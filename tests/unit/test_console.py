@@ -121,6 +121,14 @@ def test_namespace_unrouted_dead_letters_and_replay(harness):
     harness.flush()
     [dead] = ns["dead_letters"]()
     assert dead.code == "malformed" and dead.app_name == "shop"
+    refused = repr(ns["replay"]("dead", dead.id))
+    assert refused.startswith(f"not replayed: {dead.id} still does not decode (malformed: ")
+    assert refused.endswith("; it stays in dead (force=True replays it anyway)")
+    assert [d.id for d in ns["dead_letters"]()] == [dead.id]
+    assert repr(ns["replay"]("dead", dead.id, force=True)) == f"replayed {dead.id}"
+    harness.flush()
+    [again] = ns["dead_letters"]()
+    assert again.id != dead.id and again.body == dead.body
 
 
 def test_namespace_heartbeat_and_help(harness):

@@ -130,7 +130,7 @@ def test_a_full_set_aside_store_shows_what_it_dropped_in_status_and_the_console(
     transport.startService()
     bus.startService()
     ns = make_namespace(bus)
-    assert "dropped" not in repr(ns["unrouted"]())
+    assert "dropped" not in repr(ns["unrouted"]()) and "dropped" not in repr(ns["status"]())
     for n in range(5):
         bus.send(Unwanted(n=n))
     clock.advance(1)
@@ -142,4 +142,7 @@ def test_a_full_set_aside_store_shows_what_it_dropped_in_status_and_the_console(
     assert len(listing) == 2
     assert repr(listing).endswith("(3 older entries dropped: transport.set_aside_limit)")
     assert "dropped" not in repr(ns["dead_letters"]())
+    assert repr(ns["status"]()).splitlines()[-1] == (
+        "set-aside stores full, oldest dropped: 3 unrouted (transport.set_aside_limit)"
+    )
     json.dumps(answer)

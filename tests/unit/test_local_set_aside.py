@@ -74,3 +74,26 @@ def test_the_nesting_limit_is_the_transports_to_set():
     assert transport.retrieve("app").result.message.n == 2
     [entry] = transport.dead_letters
     assert "nested deeper than 4 levels" in entry.reason
+
+
+def test_stopping_says_what_is_lost_with_the_process(request):
+    events = capture(request.addfinalizer)
+    transport = LocalTransport(Clock())
+    transport.startService()
+    transport.stopService()
+    assert not [line for line in logged(events) if "lost with the process" in line]  # nothing to lose
+    transport.startService()
+    transport.setup("app", [Stray])
+    for n in range(3):
+        transport.send(Stray(n=n))
+    held = []
+    transport.retrieve("app").addCallback(held.append)  # in hand, not acknowledged: queued again at stop
+    transport.publish_raw(b"not json", "test.setaside.Stray")  # queued; dead-lettered once delivered
+    transport.publish_raw(b'{"type": "test.setaside.Nobody", "id": "x", "created_at": 1, "data": {}}')
+    assert len(held) == 1
+    transport.stopService()
+    [line] = [line for line in logged(events) if "lost with the process" in line]
+    assert line == (
+        'in-memory transport stopped: 4 queued message(s), 1 unrouted and 0 dead-lettered are lost with the '
+        'process (a broker keeps them: transport.type = "amqp")'
+    )

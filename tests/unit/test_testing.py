@@ -15,7 +15,7 @@ from zope.interface.verify import verifyObject
 
 from scbus import codec
 from scbus.message import Message
-from scbus.testing import BusHarness, SynchronousThreadPool, ThreadClock, result_of
+from scbus.testing import BusHarness, SynchronousThreadPool, ThreadClock, result_of, run_handler
 from scbus.testing.amqp import FakeChannel, FakeConnection, FakeConsumer, connected_transport
 from scbus.transports.amqp.client import IAMQPChannel, IAMQPConnection, IAMQPConsumer, Properties, RawDelivery
 from scbus.transports.local import LocalTransport
@@ -141,3 +141,37 @@ def test_the_fakes_provide_the_seam_and_the_clock_the_reactor_interfaces():
     assert IAMQPConsumer.providedBy(everything["FakeConsumer"])
     for interface in (IReactorTime, IReactorThreads):
         verifyObject(interface, everything["ThreadClock"])
+
+
+def _chatty(name, root, config):
+    import logging
+
+    from twisted.logger import Logger
+
+    def on_order(order):
+        logging.getLogger("shop.stdlib").info("looked at %s", order.item)
+        Logger(namespace="shop.twisted").info("and again {item}", item=order.item)
+        logging.getLogger("shop.stdlib").debug("not kept at info")
+        raise ValueError("no")
+
+    return {_Order: on_order}
+
+
+class _Order(Message, wire_name="test.testing.ChattyOrder"):
+    item: str
+
+
+def test_info_records_are_captured_as_under_twistd(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)  # Python's default
+    harness = BusHarness()
+    harness.add_app("shop", _chatty)
+    harness.start()
+    harness.send(_Order(item="tea"))
+    [error] = harness.errors
+    assert [(r["level"], r["logger"], r["message"]) for r in error.log] == [
+        ("info", "shop.stdlib", "looked at tea"), ("info", "shop.twisted", "and again tea"),
+    ]
+    [report] = run_handler(_chatty, _Order(item="cake"), log_level="debug")
+    assert [r["message"] for r in report.log] == ["looked at cake", "and again cake", "not kept at info"]

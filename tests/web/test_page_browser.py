@@ -111,13 +111,17 @@ def test_the_page_shows_the_example_apps_and_replays(tmp_path, run_twistd, monke
     # the numbers move: squares handles more ticks with each poll
     first = int(app_cell("squares", "handled"))
     wait.until(lambda _: int(app_cell("squares", "handled")) >= first + 4)
+    # the clock handles no message but runs its idle handler every second: counted apart
+    runs = int(app_cell("clock", "idle-runs"))
+    wait.until(lambda _: int(app_cell("clock", "idle-runs")) >= runs + 2)
+    assert int(app_cell("squares", "idle-runs")) == 0
     wait.until(lambda _: app_cell("squares", "rate") not in ("–", "0.0"))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#errors .error"))
     assert "is a multiple of 4" in text("#errors .error .what")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#apps tr[data-app="squares"] svg.plot polyline'))
 
-    # replay: writing needs the token; the replayed Milestone is published again (still
-    # unrouted, no app takes it): the entry goes and one with the same body comes
+    # replay: writing needs the token; no app takes a Milestone, so the replay is refused
+    # and says why, and the entry stays
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#unrouted tr[data-id]"))
     entry_id, body = browser.execute_script(
         "const row = document.querySelector('#unrouted tr[data-id]');"
@@ -128,19 +132,41 @@ def test_the_page_shows_the_example_apps_and_replays(tmp_path, run_twistd, monke
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
     click(button)
-    wait.until(lambda d: d.find_element(By.ID, "action-result").text.startswith("done"))
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f'#unrouted tr[data-id="{entry_id}"]'))
-    bodies = browser.execute_script("return [...document.querySelectorAll('#unrouted td.body')].map(td => td.textContent)")
-    assert body in bodies
+    wait.until(lambda d: d.find_element(By.ID, "action-result").text.startswith("not replayed"))
+    assert browser.find_element(By.ID, "action-result").text == (
+        f"not replayed: no app subscribes to squares.Milestone yet; {entry_id} stays in unrouted"
+    )
+    kept = browser.execute_script(f"return document.querySelector('#unrouted tr[data-id=\"{entry_id}\"] td.body').textContent")
+    assert kept == body
 
     # pause from the page
     click('[data-testid="pause-clock"]')
     wait.until(lambda _: text('#apps tr[data-app="clock"] .state') == "paused")
 
     problems = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
-    assert problems == []
+    refused = f"/set-aside/unrouted/{entry_id}/replay - Failed to load resource: the server responded with a status of 409"
+    assert [e for e in problems if refused not in e["message"]] == []  # the refused replay, and nothing else
     if os.environ.get("SCBUS_SCREENSHOT"):
         browser.save_screenshot(os.environ["SCBUS_SCREENSHOT"])
+
+
+def test_the_token_panel_names_the_variable_that_is_not_set(tmp_path, run_twistd, monkeypatch, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.delenv("SCBUS_TEST_HTTP_TOKEN", raising=False)  # token_env names it; it is not set
+    port = free_port()
+    config = tmp_path / "page.toml"
+    config.write_text(CONFIG.format(port=port, errors=tmp_path / "errors.jsonl"))
+    run_twistd(str(tmp_path), str(config))
+    wait = WebDriverWait(browser, WAIT, poll_frequency=0.2)
+    wait.until(lambda _: _loads(browser, f"http://127.0.0.1:{port}/"))
+    wait.until(lambda d: d.find_element(By.ID, "token-note").text)
+    assert browser.find_element(By.ID, "token-note").text == (
+        "Writing endpoints are off: SCBUS_TEST_HTTP_TOKEN (the [http] token_env) is not set in the bus's "
+        "environment; set it and restart the bus."
+    )
+    assert browser.find_element(By.ID, "token-form").is_displayed() is False
 
 
 def _loads(browser, url: str) -> bool:

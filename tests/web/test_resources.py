@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,7 +40,9 @@ class Site:
             self.harness.start()
 
     def request(self, method: str, path: str, body: bytes = b"", token: str | None = None) -> tuple[int, Any, DummyRequest]:
+        path, _, query = path.partition("?")
         request = DummyRequest([p.encode() for p in path.strip("/").split("/")] if path != "/" else [b""])
+        request.args = {k.encode(): [v.encode() for v in vs] for k, vs in parse_qs(query).items()}
         request.method = method.encode()
         request.content = __import__("io").BytesIO(body)
         if token is not None:
@@ -249,6 +252,16 @@ def test_replay_an_unrouted_message(site):
     assert site.post(f"/set-aside/elsewhere/{entry.id}/replay")[0] == 404
 
 
+def test_a_replay_that_would_only_set_it_aside_again_is_refused_unless_forced(site):
+    site.harness.send(Nobody(n=7))
+    (entry,) = site.harness.transport.unrouted
+    code, answer = site.post(f"/set-aside/unrouted/{entry.id}/replay")
+    assert (code, answer["error"]) == (409, f"not replayed: no app subscribes to {Nobody.wire_name} yet; {entry.id} stays in unrouted")
+    assert [e.id for e in site.harness.transport.unrouted] == [entry.id]
+    assert site.post(f"/set-aside/unrouted/{entry.id}/replay?force=1") == (200, {"replayed": entry.id})
+    assert [e.id for e in site.harness.transport.unrouted] == [entry.id]  # nobody still: kept, same id
+
+
 def test_set_aside_stores_are_listed_at_most_every_few_seconds(site, monkeypatch):
     listed = []
     real = site.harness.transport.set_aside
@@ -262,6 +275,7 @@ def test_set_aside_stores_are_listed_at_most_every_few_seconds(site, monkeypatch
     code, page = site.get("/page.json")
     assert listed == ["unrouted", "dead"] * 2 and page["set_aside_total"]["unrouted"] == 2
     entry_id = page["set_aside"]["unrouted"][0]["id"]
+    site.harness.add_app("collector", lambda n, r, c: {Nobody: lambda m: None})
     assert site.post(f"/set-aside/unrouted/{entry_id}/replay")[0] == 200
     code, page = site.get("/page.json")  # a replay makes the next poll list again
     assert len(listed) == 6 and entry_id not in [e["id"] for e in page["set_aside"]["unrouted"]]
@@ -273,7 +287,8 @@ def test_page_json_has_samples_and_errors(site):
         site.harness.send(Order(item="tea" if n != 3 else "bad", quantity=1))
         site.harness.advance(2)
     code, page = site.get("/page.json")
-    assert code == 200 and page["writable"] is True
+    assert code == 200 and page["writable"] is True and page["token_env"] == "SHOP_TOKEN"
+    assert Site(token=None, token_env=None).get("/page.json")[1]["token_env"] is None
     rows = page["series"]["shop"]
     assert len(rows) == 6 and rows[-1][1] == pytest.approx(0.5)  # one order every 2 s
     assert rows[-1][4] == pytest.approx(0.1)  # one failed in the last 10 s
@@ -293,3 +308,15 @@ def test_the_page_and_its_files(site):
     assert site.get("/static/../setup.py")[0] == 404
     assert site.get("/nope") == (404, {"error": "no such endpoint: /nope"})
     assert site.post("/metrics")[0] == 405
+
+
+def test_idle_runs_are_counted_apart_from_handled(site):
+    from datetime import timedelta
+
+    site.harness.add_app("clock", lambda n, r, c: {timedelta(seconds=1): lambda: None})
+    site.harness.advance(3)
+    [clock] = [s for s in site.harness.status() if s.name == "clock"]
+    assert (clock.idle_runs, clock.handled) == (3, 0)
+    assert metrics(site)[("scbus_idle_runs_total", (("app", "clock"),))] == 3
+    code, page = site.get("/page.json")
+    assert [a["idle_runs"] for a in page["apps"] if a["name"] == "clock"] == [3]

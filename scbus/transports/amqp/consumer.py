@@ -251,6 +251,7 @@ class AppConsumer:
                 topology.REASON_HEADER: error.reason,
                 topology.ERROR_HEADER: str(error)[:1000],
                 topology.APP_HEADER: self.name,
+                topology.SET_ASIDE_AT_HEADER: round(self._clock.seconds() * 1000),
             }
             if type_name:
                 ours[topology.TYPE_HEADER] = type_name

@@ -7,6 +7,7 @@ the second, and listing and replaying both from the console.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -18,10 +19,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ... import codec
-from ...errors import EncodeError, NotRunning, TransportError
+from ...errors import EncodeError, NotRunning, ReplayRefused, TransportError
 from ...interfaces import ISetAside, ISetAsideStores
 from ...message import AppErrorOccurredMessage, Message
-from ..setaside import DEAD, UNROUTED, SetAsideMessage
+from ..setaside import DEAD, UNROUTED, SetAsideMessage, replay_refusal
 from . import topology
 from .client import IAMQPChannel, RawDelivery, persistent_copy
 from .publisher import Outgoing
@@ -49,6 +50,8 @@ class HoldingAreas:
     @param send: sends a message (for the reports of what the broker set aside).
     @param current: the session in use now, if any.
     @param process_id: names this process's own queues.
+    @param subscribed: whether an app of this process takes a class (a replay of an
+        unrouted message nobody here takes is refused unless forced).
     """
 
     def __init__(
@@ -58,8 +61,10 @@ class HoldingAreas:
         send: Callable[[Message], Deferred[None]],
         current: Callable[[], Session | None],
         process_id: str,
+        subscribed: Callable[[type[Message]], bool] = lambda cls: False,
     ) -> None:
         self.settings = settings
+        self._subscribed = subscribed
         self._process_id = process_id
         self._publish = publish
         self._send = send
@@ -173,10 +178,10 @@ class HoldingAreas:
     def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return Deferred.fromCoroutine(self._browse(kind, None))
 
-    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
-        return Deferred.fromCoroutine(self._browse(kind, entry_id))
+    def replay(self, kind: str, entry_id: str, force: bool = False) -> Deferred[bool]:
+        return Deferred.fromCoroutine(self._browse(kind, entry_id, force))
 
-    async def _browse(self, kind: str, replay_id: str | None) -> Any:
+    async def _browse(self, kind: str, replay_id: str | None, force: bool = False) -> Any:
         queue = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}.get(kind)
         if queue is None:
             raise ValueError(f"kind must be {UNROUTED!r} or {DEAD!r}, not {kind!r}")
@@ -196,6 +201,11 @@ class HoldingAreas:
                     continue
                 if entry.id != replay_id:
                     continue
+                refusal = None if force else replay_refusal(
+                    kind, entry, self._subscribed, self.settings.max_message_size, self.settings.max_nesting
+                )
+                if refusal is not None:
+                    raise ReplayRefused(refusal)  # the channel closes: it goes back to its queue
                 await self._republish(kind, raw, entry)
                 channel.ack(raw.delivery_tag)
                 return True
@@ -258,8 +268,25 @@ def _read_entry(kind: str, raw: RawDelivery) -> SetAsideMessage:
         code = code or "dead"
         reason = reason or "dead-lettered"
     entry_id = raw.properties.message_id or hashlib.sha1(raw.body).hexdigest()[:16]
-    at = float(raw.properties.timestamp) if raw.properties.timestamp else 0.0
+    at = _set_aside_at(headers) or (float(raw.properties.timestamp) if raw.properties.timestamp else 0.0)
     return SetAsideMessage(
         body=raw.body, reason=str(reason), code=str(code), type_name=type_name,
         app_name=str(app_name) if app_name else None, at=at, id=entry_id,
     )
+
+
+def _set_aside_at(headers: dict[str, Any]) -> float | None:
+    """
+    When it was set aside: the time the bus wrote, or when the broker dead-lettered it
+    (x-death's time); None for an unrouted message (its age counts from its creation).
+    """
+    written = headers.get(topology.SET_ASIDE_AT_HEADER)  # milliseconds
+    if isinstance(written, int) and not isinstance(written, bool) and written > 0:
+        return written / 1000
+    deaths = headers.get("x-death") or []
+    moment = deaths[0].get("time") if deaths and isinstance(deaths[0], dict) else None
+    if isinstance(moment, datetime.datetime):  # pika gives AMQP timestamps as naive UTC datetimes
+        return moment.replace(tzinfo=moment.tzinfo or datetime.timezone.utc).timestamp()
+    if isinstance(moment, (int, float)) and not isinstance(moment, bool) and moment > 0:
+        return float(moment)
+    return None

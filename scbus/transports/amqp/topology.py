@@ -42,8 +42,10 @@ UNROUTED_EXCHANGE = "scbus.unrouted"
 UNROUTED_QUEUE = "scbus.unrouted"
 DEAD_EXCHANGE = "scbus.dead"
 DEAD_QUEUE = "scbus.dead"
-#: A second copy of every dead letter, consumed by the bus processes (competing) so that
-#: messages the broker sets aside (a quorum queue's delivery limit) are reported once.
+#: Bound to the dead-letter exchange: a second copy of what the broker dead-letters (a
+#: quorum queue's delivery limit, a rejected delivery), not of the bus's own dead letters
+#: (published straight to the scbus.dead queue); consumed by the bus processes
+#: (competing) so that each is reported once.
 DEAD_WATCH_QUEUE = "scbus.dead.watch"
 
 #: Each process's own queue (``scbus.discard.<process>``, exclusive), bound to the exchange
@@ -62,6 +64,9 @@ REASON_HEADER = "x-scbus-reason"
 ERROR_HEADER = "x-scbus-error"
 APP_HEADER = "x-scbus-app"
 TYPE_HEADER = "x-scbus-type"
+#: When it was set aside, in milliseconds since the epoch (an integer: pika cannot write a
+#: float into a header table): what its age in a listing counts from.
+SET_ASIDE_AT_HEADER = "x-scbus-set-aside-at"
 
 
 def type_exchange(wire_name: str) -> str:

@@ -97,7 +97,8 @@ class AMQPTransport(Service):
         self.connections = 0
         self._process_id = uuid.uuid4().hex[:16]
         self._holding = HoldingAreas(
-            settings, self._publisher.send, self.send, lambda: self._session, self._process_id
+            settings, self._publisher.send, self.send, lambda: self._session, self._process_id,
+            lambda cls: any(issubclass(cls, tuple(app.types)) for app in self._apps.values()),
         )
         self._control_plane = ControlPlane(
             self._process_id, reactor, lambda: self._session, self._usable, self._session_broken
@@ -430,8 +431,8 @@ class AMQPTransport(Service):
     def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return self._holding.set_aside(kind)
 
-    def replay(self, kind: str, entry_id: str) -> Deferred[bool]:
-        return self._holding.replay(kind, entry_id)
+    def replay(self, kind: str, entry_id: str, force: bool = False) -> Deferred[bool]:
+        return self._holding.replay(kind, entry_id, force)
 
     # --- the control plane (control_plane.py) ------------------------------------------------
 

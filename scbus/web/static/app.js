@@ -112,6 +112,7 @@ function drawApps(page) {
       el("td", {}, el("span", { class: "state " + (app.paused ? "paused" : "") }, state)),
       el("td", { class: "num rate" }, fmtNumber(last[1], 1)),
       el("td", { class: "num handled" }, app.handled),
+      el("td", { class: "num idle-runs" }, app.idle_runs ?? 0),
       el("td", { class: "num errors" + (app.errors ? " some" : "") }, app.errors),
       el("td", { class: "num error-rate" + (last[4] ? " some" : "") }, fmtNumber(last[4], 2)),
       el("td", { class: "num" }, `${app.in_flight}/${app.max_in_flight}`),
@@ -177,7 +178,9 @@ function draw(page) {
   document.getElementById("sample-every").textContent = page.sample_every;
   document.getElementById("token-note").textContent = page.writable
     ? "Replay, pause and resume need the bearer token; it is kept in this tab only."
-    : "Writing endpoints are off: set [http] token_env and that environment variable.";
+    : page.token_env
+      ? `Writing endpoints are off: ${page.token_env} (the [http] token_env) is not set in the bus's environment; set it and restart the bus.`
+      : "Writing endpoints are off: set [http] token_env to an environment variable holding the token, and restart the bus.";
   document.getElementById("token-form").hidden = !page.writable;
   drawApps(page);
   drawErrors(page);
