@@ -30,9 +30,20 @@ class Pong(Message, wire_name="bench.relay.Pong"):
 PAYLOAD = "x" * 70
 
 
+#: When the relay's first input was handled: (perf_counter, process_time), the clock's start.
+STARTED: list[tuple[float, float]] = []
+
+
 def make_relay(name: str, root_config: dict[str, Any], config: dict[str, Any]) -> dict[Any, Any]:
-    """One output per input, the payload carried over."""
-    return {In: lambda msg: Out(n=msg.n, payload=msg.payload)}
+    """One output per input, the payload carried over; the first call marks L{STARTED}."""
+    import time
+
+    def on_in(msg: In) -> Out:
+        if not STARTED:
+            STARTED.append((time.perf_counter(), time.process_time()))
+        return Out(n=msg.n, payload=msg.payload)
+
+    return {In: on_in}
 
 
 def make_ping(name: str, root_config: dict[str, Any], config: dict[str, Any]) -> dict[Any, Any]:
