@@ -2,6 +2,11 @@
 scbus: a message bus for Twisted whose applications are plain Python callables.
 
 An app author needs only L{Message} (and, for tests, L{scbus.testing}).
+
+The public modules, whose names are kept (tests/unit/test_public_names.py pins them):
+C{scbus} itself, C{scbus.interfaces} (what a transport provides and the bus may ask),
+C{scbus.testing} and C{scbus.testing.amqp} (fakes for tests), C{scbus.client} (publishing
+from programs that are not a bus). Every other module is the bus's own and may change.
 """
 
 from typing import TYPE_CHECKING

@@ -33,9 +33,9 @@ from twisted.python.threadpool import ThreadPool
 from . import codec
 from .appstate import AppCounters
 from .coroutines import event_loop_of, start_coroutine
-from .errorlog import ErrorLogLimiter, format_traceback
+from .logs.errorlog import ErrorLogLimiter, format_traceback
 from .errors import HandlerTimeout, InvalidSubscriptions
-from .logcapture import CapturedLog, install as install_log_capture, run_capturing
+from .logs.capture import CapturedLog, install as install_log_capture, run_capturing
 from .message import (
     AppErrorOccurredMessage,
     HeartbeatMessage,

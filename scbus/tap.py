@@ -154,7 +154,7 @@ def make_bus_service(
 
 def makeService(options: Options) -> Any:
     """The bus's service tree; under twistd, topped by the root that filters its log."""
-    from .logbridge import FilteredLogRoot, level_filter, route_stdlib_logging, twistd_observer
+    from .logs.bridge import FilteredLogRoot, level_filter, route_stdlib_logging, twistd_observer
 
     config, subscriptions = options.loaded
     route_stdlib_logging(config.bus.log_level, config.bus.log_levels)
@@ -163,7 +163,7 @@ def makeService(options: Options) -> Any:
         return service
     predicate = level_filter(config.bus.log_level, config.bus.log_levels)
     if config.bus.log_format == "json":
-        from .jsonlog import twistd_json_observer
+        from .logs.jsonformat import twistd_json_observer
 
         return FilteredLogRoot(service, twistd_json_observer(options.parent, predicate))
     return FilteredLogRoot(service, twistd_observer(options.parent, predicate))

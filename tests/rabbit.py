@@ -1,5 +1,5 @@
-"""The tests' private RabbitMQ nodes: scbus.devbroker, which `scbus dev-broker` runs too."""
+"""The tests' private RabbitMQ nodes: scbus.cli.rabbitnode, which `scbus dev-broker` runs too."""
 
-from scbus.devbroker import RabbitNode, available, free_port
+from scbus.cli.rabbitnode import RabbitNode, available, free_port
 
 __all__ = ["RabbitNode", "available", "free_port"]

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from scbus.devbroker import available
+from scbus.cli.rabbitnode import available
 
 from ..e2e.conftest import Twistd, free_port
 from ..web.http_client import BusHTTP

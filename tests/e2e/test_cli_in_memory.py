@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 
-from scbus.commands.reach import REACH, reach
+from scbus.cli.reach import REACH, reach
 from scbus.config import parse_config
 
 from ..web.http_client import BusHTTP

@@ -203,7 +203,7 @@ def test_log_capture_is_per_call_when_two_handlers_are_in_flight():
 
 
 def test_log_capture_is_bounded():
-    from scbus.logcapture import MAX_RECORDS
+    from scbus.logs.capture import MAX_RECORDS
 
     def chatty(message):
         for i in range(MAX_RECORDS + 5):

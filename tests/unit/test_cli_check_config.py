@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from scbus.cli import main
+from scbus.cli.main import main
 
 BIN = os.path.dirname(sys.executable)
 

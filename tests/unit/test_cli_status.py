@@ -88,7 +88,7 @@ def test_a_reader_that_leaves_early_costs_no_traceback(tmp_path):
 def test_status_and_ping_start_without_twisted():
     """Start-up is most of their wall time (bench/cli_latency.py): they import no Twisted."""
     code = (
-        "import contextlib, io, sys, scbus.cli, scbus.config, scbus.control, scbus.control_client\n"
+        "import contextlib, io, sys, scbus.cli, scbus.config, scbus.control, scbus.cli.control_client\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    scbus.cli.main(['--version'])  # every subcommand registered, as for status\n"
         "print(sorted(m for m in sys.modules if m.startswith('twisted')))"

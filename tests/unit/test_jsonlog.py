@@ -6,7 +6,7 @@ import json
 from twisted.logger import Logger, LogLevel, LogLevelFilterPredicate
 from twisted.python.failure import Failure
 
-from scbus.jsonlog import event_as_json, json_log_observer, twistd_json_observer
+from scbus.logs.jsonformat import event_as_json, json_log_observer, twistd_json_observer
 
 
 def emitted(**fields):

@@ -5,7 +5,7 @@ import logging
 import pytest
 from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogPublisher
 
-from scbus.logbridge import effective_levels, level_filter, route_stdlib_logging
+from scbus.logs.bridge import effective_levels, level_filter, route_stdlib_logging
 
 
 def seen_through(level, namespace_levels, events):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from apps.clock import Tick
-from scbus.commands.common import Refused
-from scbus.commands.publish import build_message, parse_value, read_lines
+from scbus.cli.common import Refused
+from scbus.cli.publish import build_message, parse_value, read_lines
 
 
 def refusal(call, *args) -> str:

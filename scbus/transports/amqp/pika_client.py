@@ -1,7 +1,7 @@
 """
 The AMQP client seam on pika's Twisted adapter (pika >= 1.4, < 2).
 
-pika logs through stdlib logging (routed into twisted.logger by scbus.logbridge).
+pika logs through stdlib logging (routed into twisted.logger by scbus.logs.bridge).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace, paused: bool, control_client: Callable[[argpa
         answers = [answer for _, answer in client.ask({"op": "pause" if paused else "resume", "app": args.app}, args.timeout)]
     finally:
         client.close()
-    from .pausing import summary  # here: every scbus command imports this module, without Twisted
+    from ..pausing import summary  # here: every scbus command imports this module, without Twisted
 
     print(summary(args.app, paused, answers))
     return 0

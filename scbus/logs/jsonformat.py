@@ -24,7 +24,7 @@ from twisted.logger import (
 )
 from twisted.python import logfile
 
-from .logcapture import FROM_STDLIB
+from .capture import FROM_STDLIB
 
 __all__ = ["event_as_json", "json_log_observer", "twistd_json_observer"]
 

@@ -17,10 +17,10 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from .broker_connection import BrokerUnreachable, connect_blocking
-from .control import CONTROL_EXCHANGE
-from .transports.amqp import topology
-from .transports.amqp.settings import AMQPSettings
+from ..broker_connection import BrokerUnreachable, connect_blocking
+from ..control import CONTROL_EXCHANGE
+from ..transports.amqp import topology
+from ..transports.amqp.settings import AMQPSettings
 
 __all__ = ["ControlClient", "BrokerUnreachable"]
 
@@ -85,7 +85,7 @@ class ControlClient:
 
     def mark_paused(self, app: str, paused: bool, by: str = "scbus pause") -> None:
         """Keep (or drop) an app's pause on the broker (see transports/amqp/pause.py)."""
-        from .transports.amqp.pause import marker_arguments, marker_body, marker_queue
+        from ..transports.amqp.pause import marker_arguments, marker_body, marker_queue
 
         channel = self._connection.channel()
         queue = marker_queue(app)

@@ -36,7 +36,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..devbroker import RabbitNode, available, free_port
+    from .rabbitnode import RabbitNode, available, free_port
 
     reason = available()
     if reason is not None:

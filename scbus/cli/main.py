@@ -28,9 +28,9 @@ from typing import Any
 
 from .argtypes import seconds
 from .commands import register as register_commands
-from .cli_pause import add_commands as add_pause_commands
-from .errors import ConfigError
-from .passwords import check_user_name, hash_password, write_passwd_entry
+from .pause import add_commands as add_pause_commands
+from ..errors import ConfigError
+from ..passwords import check_user_name, hash_password, write_passwd_entry
 
 __all__ = ["main"]
 
@@ -92,7 +92,7 @@ def _one_line(text: str) -> str:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from .config import load_and_build
+    from ..config import load_and_build
 
     try:
         loaded = load_and_build(args.file)
@@ -112,7 +112,7 @@ def _print_problems(error: ConfigError) -> None:
 
 
 def _control_client(args: argparse.Namespace) -> tuple[Any, Any] | int:
-    from .config import load_config
+    from ..config import load_config
     from .control_client import BrokerUnreachable, ControlClient
 
     try:
@@ -137,9 +137,9 @@ def _by_transport(verb: str, over_broker: Callable[[argparse.Namespace], int]) -
     """C{verb}'s command: over the broker, or through the bus's HTTP endpoint (commands/reach.py picks)."""
 
     def run(args: argparse.Namespace) -> int:
-        from .commands.common import Refused, run_refusing
-        from .commands.reach import HTTP, reach
-        from .config import load_config
+        from .common import Refused, run_refusing
+        from .reach import HTTP, reach
+        from ..config import load_config
 
         try:
             config = load_config(args.config)
@@ -152,7 +152,7 @@ def _by_transport(verb: str, over_broker: Callable[[argparse.Namespace], int]) -
             return e.status
         if way != HTTP:
             return over_broker(args)
-        from .commands import overhttp
+        from . import overhttp
 
         over_http: dict[str, Callable[[argparse.Namespace], int]] = {
             "status": lambda a: overhttp.status(config, a),
@@ -184,7 +184,7 @@ def _wanted(expected: dict[str, int], consumers: dict[str, int | None]) -> dict[
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .control import assess, render
+    from ..control import assess, render
 
     made = _control_client(args)
     if isinstance(made, int):
@@ -235,7 +235,7 @@ def _ping(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return f"scbus {__version__}"
 

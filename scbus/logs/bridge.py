@@ -21,7 +21,7 @@ from twisted.logger import (
 )
 from twisted.python.components import Componentized
 
-from .logcapture import FROM_STDLIB
+from .capture import FROM_STDLIB
 
 __all__ = [
     "StdlibToTwisted",

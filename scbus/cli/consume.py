@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from ..argtypes import seconds
+from .argtypes import seconds
 from .. import codec
 from ..errors import DecodeError
 from ..transports.amqp import topology
