@@ -286,6 +286,7 @@ class TxConnection(ConnectionWatch, FixedClient):
         self.ready: Deferred[None] | None = Deferred()
         self._ids = itertools.count(1)
         self._wrappers: dict[int, TxChannel] = {}
+        self._shutting = False
 
     def connectionMade(self) -> None:
         self._watch_connected(self.transport)
@@ -306,7 +307,7 @@ class TxConnection(ConnectionWatch, FixedClient):
 
     @property
     def is_open(self) -> bool:
-        return not self.closed and self._lost_reason is None
+        return not self.closed and not self._shutting and self._lost_reason is None
 
     def dataReceived(self, data: bytes) -> Any:
         self._watch_received()
@@ -361,15 +362,33 @@ class TxConnection(ConnectionWatch, FixedClient):
             return self.when_lost()
         return super().close(reason, within or 0)
 
-    def connectionLost(self, reason: Any) -> None:
+    def do_close(self, reason: Any) -> None:
+        """
+        txAMQP's shutdown (the broker's connection.close, or the connection lost): from
+        its first step the connection is not open, so a channel closing in it is not
+        taken for one to open again, and every channel's callers hear of it now, not
+        only once the socket is gone.
+        """
+        self._shutting = True
+        try:
+            super().do_close(reason)
+        finally:
+            self._close_wrappers(reason)
+
+    def _close_wrappers(self, reason: Any) -> Exception:
         value = getattr(reason, "value", reason)
         error = value if isinstance(value, Exception) else ConnectionError(str(value))
+        wrappers, self._wrappers = list(self._wrappers.values()), {}
+        for wrapper in wrappers:
+            wrapper._was_closed(error)
+        return error
+
+    def connectionLost(self, reason: Any) -> None:
+        self._shutting = True
         try:
             super().connectionLost(reason)
         finally:
-            for wrapper in list(self._wrappers.values()):
-                wrapper._was_closed(error)
-            self._wrappers.clear()
+            error = self._close_wrappers(reason)
             ready, self.ready = self.ready, None
             if ready is not None:
                 ready.errback(error)
