@@ -95,8 +95,13 @@ class _Delegate(TwistedDelegate):
         self.client._confirmed(ch.id, msg.delivery_tag, msg.multiple, refused=True)
 
     def basic_return_(self, ch: Any, msg: Any) -> None:
-        properties = getattr(getattr(msg, "content", None), "properties", None) or {}
-        self.client._returned(ch.id, properties.get("message-id"))
+        content = getattr(msg, "content", None)
+        properties = getattr(content, "properties", None) or {}
+        body = getattr(content, "body", b"")
+        self.client._returned(
+            ch.id, properties.get("message-id"), msg.exchange, msg.routing_key,
+            body if isinstance(body, bytes) else str(body).encode("utf-8"),
+        )
 
     def basic_cancel(self, ch: Any, msg: Any) -> None:
         # The broker cancelled a consumer (its queue was deleted, a node went away).
@@ -235,7 +240,7 @@ class TxChannel:
             self._channel.basic_publish(
                 exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=_to_content(body, properties)
             ).addErrback(_closed_meanwhile)
-        return self._confirms.expect(properties.message_id) if self._confirming else succeed(None)
+        return self._confirms.expect(properties.message_id, exchange, routing_key, body) if self._confirming else succeed(None)
 
     def _confirmed(self, tag: int, multiple: bool, refused: bool) -> None:
         self._confirms.answer(tag, multiple, refused)
@@ -343,10 +348,10 @@ class TxConnection(ConnectionWatch, FixedClient):
         if wrapper is not None:
             wrapper._confirmed(tag, multiple, refused)
 
-    def _returned(self, channel_id: int, message_id: Any = None) -> None:
+    def _returned(self, channel_id: int, message_id: Any, exchange: str, routing_key: str, body: bytes) -> None:
         wrapper = self._wrappers.get(channel_id)
         if wrapper is not None:
-            wrapper._confirms.returned(message_id)
+            wrapper._confirms.returned(message_id, exchange, routing_key, body)
 
     def _consumer_cancelled(self, tag: str) -> None:
         queue = self.queues.get(tag)
