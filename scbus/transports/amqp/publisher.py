@@ -120,12 +120,12 @@ def ensure_type_exchange(session: Session, wire_name: str) -> Deferred[None]:
         for w in waiting:
             w.errback(error)
 
+    channel = session.topology
     try:
-        assert session.topology is not None
-        declared = session.topology.exchange_declare(
-            name, "fanout", durable=True, arguments=topology.exchange_arguments()
-        )
-    except Exception:
+        if channel is None:
+            raise TransportError("the session has no declaring channel")
+        declared = channel.exchange_declare(name, "fanout", durable=True, arguments=topology.exchange_arguments())
+    except Exception:  # (a client may raise at once on a closed channel)
         declared = fail()
     declared.addBoth(done)
     return mine

@@ -3,7 +3,10 @@ AMQPTransport: scbus over RabbitMQ, the way to outgrow one process or one machin
 
 Promises (each tested against a real broker):
 - a message is persistent and ``send()`` fires only once the broker confirmed it; sends
-  made while disconnected wait in a bounded buffer and go out after reconnecting;
+  made while disconnected wait in a bounded buffer and go out after reconnecting, and so
+  do those whose channel or connection went away before their confirm;
+- an exchange deleted from outside is declared again, and the apps' queues bound to it
+  again, when the publishing channel its 404 closed is reopened;
 - a delivery is acknowledged on the channel it came from, or not at all: after a
   reconnect the broker redelivers it (no ack on a channel that never saw the tag);
 - undecodable bodies, unknown types and non-JSON content types are copied, with the
