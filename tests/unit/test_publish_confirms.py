@@ -61,3 +61,39 @@ def test_a_closed_channel_fails_what_waits():
     confirms.answer(1, multiple=False, refused=False)
     confirms.fail_all(ConnectionError("channel closed"))
     assert outcomes[0] == [None] and outcomes[1][0].check(ConnectionError)
+
+
+def test_two_publishes_without_an_id_are_told_apart_by_what_they_carry():
+    # Raw publishes and copies of foreign messages carry no message id: a return names
+    # its publish by exchange, routing key and body, the first unconfirmed one alike.
+    confirms = PublishConfirms()
+    routed, lost = [], []
+    confirms.expect(None, "", "scbus.dead", b"first").addBoth(routed.append)
+    confirms.expect(None, "", "scbus.dead", b"second").addBoth(lost.append)
+    confirms.returned(None, "", "scbus.dead", b"second")
+    confirms.answer(2, multiple=True, refused=False)
+    assert routed == [None]
+    assert lost[0].check(PublishReturned)
+
+
+def test_returns_come_in_publish_order_so_a_later_twin_is_not_blamed_for_an_earlier_return():
+    confirms = PublishConfirms()
+    outcomes = [[] for _ in range(3)]
+    for seen in outcomes:
+        confirms.expect(None).addBoth(seen.append)
+    confirms.returned(None)  # the first
+    confirms.returned(None)  # the second
+    confirms.answer(3, multiple=True, refused=False)
+    assert kinds(outcomes) == ["returned", "returned", "sent"]
+
+
+def test_a_return_answered_by_a_nack_leaves_nothing_behind_for_a_later_publish():
+    confirms = PublishConfirms()
+    first, later = [], []
+    confirms.expect(None).addBoth(first.append)
+    confirms.returned(None)
+    confirms.answer(1, multiple=False, refused=True)
+    assert first[0].check(PublishRefused)
+    confirms.expect(None).addBoth(later.append)
+    confirms.answer(2, multiple=True, refused=False)
+    assert later == [None]

@@ -101,6 +101,6 @@ def test_confirms_with_multiple_resolve_every_earlier_publish():
     assert [bool(o) for o in outcomes] == [True, True, True, False, False]
     channel._confirmed(4, multiple=False, refused=True)
     assert outcomes[3][0].check(PublishRefused)
-    channel._confirms.returned()
+    channel._confirms.returned(None, "x", "", b"{}")  # a return names its publish by what it carries
     channel._confirmed(5, multiple=False, refused=False)
     assert outcomes[4][0].check(PublishReturned)

@@ -126,6 +126,8 @@ class AppConsumer:
         #: Wire names the queue is bound to on the current session.
         self.bound: set[str] = set()
         self.held = False  # paused: no consumer (see pause.py)
+        #: Deliveries waiting on their dead-letter copy: id -> (its channel, settled)
+        self._copying: dict[int, tuple[IAMQPChannel, Deferred[None]]] = {}
 
     def retrieve(self) -> Deferred[AMQPDelivery]:
         waiter: Deferred[AMQPDelivery] = Deferred(self.withdraw)
@@ -269,6 +271,13 @@ class AppConsumer:
             queue=self.queue, type=type_name or "?", id=message_id, code=error.reason, reason=str(error),
         )
         settled: Deferred[None] = Deferred()
+        key = id(settled)
+        self._copying[key] = (raw.channel, settled)
+
+        def done() -> None:
+            self._copying.pop(key, None)
+            if not settled.called:
+                settled.callback(None)
 
         def copy(remaining: list[Properties]) -> None:
             if not remaining:
@@ -278,9 +287,9 @@ class AppConsumer:
             self._publish(out).addCallbacks(copied, not_copied, errbackArgs=(remaining[1:],))
 
         def copied(_: Any) -> None:
-            if raw.channel.is_open:
+            if raw.channel.is_open and not settled.called:
                 raw.channel.ack(raw.delivery_tag)
-            settled.callback(None)
+            done()
 
         def not_copied(failure: Failure, remaining: list[Properties]) -> None:
             if remaining and failure.check(Unencodable):
@@ -292,13 +301,25 @@ class AppConsumer:
             reject()
 
         def reject() -> None:
-            if raw.channel.is_open:
+            if raw.channel.is_open and not settled.called:
                 raw.channel.nack(raw.delivery_tag, requeue=False)
-            if not settled.called:
-                settled.callback(None)
+            done()
 
         copy(copies)
         return settled
+
+
+    def channel_gone(self, channel: IAMQPChannel) -> None:
+        """
+        C{channel} closed: its deliveries still waiting on their dead-letter copy are
+        settled now, as released (the broker gives them back), and their slots are free at
+        once, not when the copy's send settles on a later session (then the delivery that
+        comes back may be copied a second time: at least once).
+        """
+        for key, (on, settled) in list(self._copying.items()):
+            if on is channel:
+                del self._copying[key]
+                settled.callback(None)
 
 
 def _check_content_type(content_type: Any) -> None:

@@ -105,7 +105,11 @@ class AppPauses:
                 props = Properties(content_type="application/json", delivery_mode=2)
                 await channel.publish("", queue, marker_body(self._process), props, mandatory=True)
             else:
-                while (raw := await channel.get(queue)) is not None:
+                # The queue holds at most one ready mark (x-max-length 1): take that one.
+                # Getting until empty would also take a pause written meanwhile by
+                # another process, and leave it announced but not kept.
+                raw = await channel.get(queue)
+                if raw is not None:
                     channel.ack(raw.delivery_tag)
         finally:
             if channel.is_open:

@@ -173,8 +173,8 @@ class PikaChannel:
         self._selecting = d
         return d
 
-    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
-        self._confirms.returned(getattr(properties, "message_id", None))
+    def _on_return(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._confirms.returned(getattr(properties, "message_id", None), method.exchange, method.routing_key, body)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -216,7 +216,7 @@ class PikaChannel:
             impl.channel_number, exchange, routing_key, mandatory, properties, body, connection._body_max_length
         )
         connection._output_marshaled_frames((frames,))
-        return self._confirms.expect(properties.message_id) if self._confirming else succeed(None)
+        return self._confirms.expect(properties.message_id, exchange, routing_key, body) if self._confirming else succeed(None)
 
     def get(self, queue: str) -> Deferred[RawDelivery | None]:
         def wrap(result: Any) -> RawDelivery | None:

@@ -30,6 +30,19 @@ class Session:
         self.alive = True
         self.ready = False
 
+    @property
+    def publishing(self) -> bool:
+        """
+        A publish written now can be confirmed: the session is ready and its connection and
+        publishing channel are up. (C{ready} alone lags: a channel's closing is heard after
+        the publishes it fails.)
+        """
+        channel = self.publisher
+        return (
+            self.ready and self.alive and channel is not None and bool(channel.is_open)
+            and bool(self.connection.is_open)
+        )
+
 
 async def passive_count(session: Session, queue: str) -> int:
     """Messages ready in C{queue}; fails if it does not exist."""

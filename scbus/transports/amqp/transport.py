@@ -3,7 +3,10 @@ AMQPTransport: scbus over RabbitMQ, the way to outgrow one process or one machin
 
 Promises (each tested against a real broker):
 - a message is persistent and ``send()`` fires only once the broker confirmed it; sends
-  made while disconnected wait in a bounded buffer and go out after reconnecting;
+  made while disconnected wait in a bounded buffer and go out after reconnecting, and so
+  do those whose channel or connection went away before their confirm;
+- an exchange deleted from outside is declared again, and the apps' queues bound to it
+  again, when the publishing channel its 404 closed is reopened;
 - a delivery is acknowledged on the channel it came from, or not at all: after a
   reconnect the broker redelivers it (no ack on a channel that never saw the tag);
 - undecodable bodies, unknown types and non-JSON content types are copied, with the
@@ -217,8 +220,26 @@ class AMQPTransport(Service):
         if self._usable(session) and session.publisher is publisher:
             log.warn("AMQP publishing channel closed ({reason}); reopening", reason=reason_text(reason))
             session.ready = False
-            d = Deferred.fromCoroutine(self._open_publisher(session))
-            d.addCallbacks(lambda _: self._publisher_back(session), self._session_broken, errbackArgs=(session,))
+            # What closes it while the connection stays up is mostly a publish to an
+            # exchange that is gone (404, deleted from outside): what this session
+            # declared is not known to exist any more.
+            session.exchanges = {}
+            Deferred.fromCoroutine(self._reopen_publisher(session)).addErrback(self._session_broken, session)
+
+    async def _reopen_publisher(self, session: Session) -> None:
+        await self._open_publisher(session)
+        # The apps' queues were bound to the exchanges that may be gone: bind them again
+        # (declaring each exchange again) before anything is published to them.
+        for app in list(self._apps.values()):
+            channel = app.channel
+            if app.session != session.number or channel is None or not channel.is_open:
+                continue  # set up again when consuming starts again
+            app.bound = set()
+            try:
+                await self._bind_types(session, channel, app)
+            except Exception as e:
+                log.warn("{app}: could not bind its queue again ({error})", app=app.name, error=str(e))
+        self._publisher_back(session)
 
     def _usable(self, session: Session) -> bool:
         """The session's connection is up (a channel closing with it is not news)."""
@@ -242,6 +263,8 @@ class AMQPTransport(Service):
             self._session = None
         for app in self._apps.values():
             if app.session == session.number:
+                if app.channel is not None:
+                    app.channel_gone(app.channel)
                 app.channel = app.consumer = None
                 app.session = None
         if not self._stopping:
@@ -325,6 +348,7 @@ class AMQPTransport(Service):
             Deferred.fromCoroutine(self._start_app(session, app)).addErrback(self._app_start_failed, session, app)
 
     def _app_channel_closed(self, reason: Any, session: Session, app: AppConsumer, channel: IAMQPChannel) -> None:
+        app.channel_gone(channel)
         if app.channel is channel:
             app.channel = app.consumer = None
             app.session = None

@@ -99,8 +99,13 @@ class _Delegate(FixedDelegate):
         self.client._confirmed(ch.id, msg.delivery_tag, msg.multiple, refused=True)
 
     def basic_return_(self, ch: Any, msg: Any) -> None:
-        properties = getattr(getattr(msg, "content", None), "properties", None) or {}
-        self.client._returned(ch.id, properties.get("message-id"))
+        content = getattr(msg, "content", None)
+        properties = getattr(content, "properties", None) or {}
+        body = getattr(content, "body", b"")
+        self.client._returned(
+            ch.id, properties.get("message-id"), msg.exchange, msg.routing_key,
+            body if isinstance(body, bytes) else str(body).encode("utf-8"),
+        )
 
     def basic_cancel(self, ch: Any, msg: Any) -> None:
         # The broker cancelled a consumer (its queue was deleted, a node went away).
@@ -240,7 +245,7 @@ class TxChannel:
             self._channel.basic_publish(
                 exchange=exchange, routing_key=routing_key, mandatory=mandatory, content=content
             ).addErrback(_closed_meanwhile)
-        return self._confirms.expect(properties.message_id) if self._confirming else succeed(None)
+        return self._confirms.expect(properties.message_id, exchange, routing_key, body) if self._confirming else succeed(None)
 
     def _confirmed(self, tag: int, multiple: bool, refused: bool) -> None:
         self._confirms.answer(tag, multiple, refused)
@@ -291,6 +296,7 @@ class TxConnection(ConnectionWatch, FixedClient):
         self.ready: Deferred[None] | None = Deferred()
         self._ids = itertools.count(1)
         self._wrappers: dict[int, TxChannel] = {}
+        self._shutting = False
 
     def connectionMade(self) -> None:
         self._watch_connected(self.transport)
@@ -311,7 +317,7 @@ class TxConnection(ConnectionWatch, FixedClient):
 
     @property
     def is_open(self) -> bool:
-        return not self.closed and self._lost_reason is None
+        return not self.closed and not self._shutting and self._lost_reason is None
 
     def dataReceived(self, data: bytes) -> Any:
         self._watch_received()
@@ -347,10 +353,10 @@ class TxConnection(ConnectionWatch, FixedClient):
         if wrapper is not None:
             wrapper._confirmed(tag, multiple, refused)
 
-    def _returned(self, channel_id: int, message_id: Any = None) -> None:
+    def _returned(self, channel_id: int, message_id: Any, exchange: str, routing_key: str, body: bytes) -> None:
         wrapper = self._wrappers.get(channel_id)
         if wrapper is not None:
-            wrapper._confirms.returned(message_id)
+            wrapper._confirms.returned(message_id, exchange, routing_key, body)
 
     def _consumer_cancelled(self, tag: str) -> None:
         queue = self.queues.get(tag)
@@ -366,15 +372,33 @@ class TxConnection(ConnectionWatch, FixedClient):
             return self.when_lost()
         return super().close(reason, within or 0)
 
-    def connectionLost(self, reason: Any) -> None:
+    def do_close(self, reason: Any) -> None:
+        """
+        txAMQP's shutdown (the broker's connection.close, or the connection lost): from
+        its first step the connection is not open, so a channel closing in it is not
+        taken for one to open again, and every channel's callers hear of it now, not
+        only once the socket is gone.
+        """
+        self._shutting = True
+        try:
+            super().do_close(reason)
+        finally:
+            self._close_wrappers(reason)
+
+    def _close_wrappers(self, reason: Any) -> Exception:
         value = getattr(reason, "value", reason)
         error = value if isinstance(value, Exception) else ConnectionError(str(value))
+        wrappers, self._wrappers = list(self._wrappers.values()), {}
+        for wrapper in wrappers:
+            wrapper._was_closed(error)
+        return error
+
+    def connectionLost(self, reason: Any) -> None:
+        self._shutting = True
         try:
             super().connectionLost(reason)
         finally:
-            for wrapper in list(self._wrappers.values()):
-                wrapper._was_closed(error)
-            self._wrappers.clear()
+            error = self._close_wrappers(reason)
             ready, self.ready = self.ready, None
             if ready is not None:
                 ready.errback(error)
