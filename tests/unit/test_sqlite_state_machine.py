@@ -308,7 +308,7 @@ class ClaimsMachine(RuleBasedStateMachine):
 
 
 ClaimsMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None,
+    max_examples=150, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_claims_against_a_model = ClaimsMachine.TestCase

@@ -29,9 +29,10 @@ def sent(*pairs):
     return batch
 
 
-def claim(store, queue, count):
+def claim(store, queue, count, suspects=False):
+    """Claim rows never claimed before, or (suspects) the one claimed before and not settled."""
     batch = Batch()
-    batch.claims = [(queue, count)]
+    batch.claims = [(queue, count, suspects)]
     outcome = store.apply(batch)
     assert outcome.error is None
     return outcome.claimed[0]
@@ -55,7 +56,8 @@ def test_sends_claims_and_acks_keep_the_ready_count_true(path):
     assert outcome.error is None and outcome.deleted == 1 and outcome.filled == {"a", "b"}
     assert (ready(path, "a"), ready(path, "b")) == (1, 2)
     assert [d for _, d, _ in queue_rows(path, "a")] == [1]
-    again = claim(store, "a", 10)
+    assert claim(store, "a", 10) == []  # the one given back is a suspect now: claimed alone
+    again = claim(store, "a", 10, suspects=True)
     assert [(body, deliveries) for _, body, deliveries in again] == [(b"2", 2)]
 
 
@@ -90,7 +92,7 @@ def test_outputs_are_written_only_with_their_inputs_acknowledgement(path):
     assert queue_rows(path, "b") == []
     assert [claimed for _, _, claimed in queue_rows(path, "a")] == [0, 0]
     # Claimed again by the new process, one of them settled there: only its output.
-    mine = claim(other, "a", 1)
+    mine = claim(other, "a", 1, suspects=True)
     batch = Batch()
     batch.settles = [(mine[0][0], [((("b", b"out-1"),), None)], None, None)]
     assert other.apply(batch).failed_settles == {}

@@ -387,9 +387,50 @@ def test_a_row_given_back_and_claimed_again_in_one_transaction_stays_held(path):
     settle(clock)
     first = [t.take_ready("a") for _ in range(3)]
     waiting = t.retrieve("a")
+    t._apps["a"].maybe_suspects = True  # (a suspect claim is due, as after an earlier release)
     first[0].release()
     again = result(waiting, clock)
     assert again.seq == first[0].seq and again is not first[0] and again.redelivered
     assert result(again.ack(), clock) is None
     assert [seq for seq, _, _ in queue_rows(path, "a")].count(first[0].seq) == 0
+    stop(t, clock)
+
+
+class Bad(Message, wire_name="test.sqlite.Bad"):
+    text: str
+
+
+def test_a_bystander_of_a_poison_message_is_handled_alone_and_not_quarantined(path):
+    # Each death raises the delivery count of every row the process held: the poison in
+    # app a, and a bystander in app b. After a death, rows claimed before are claimed one
+    # at a time: the poison reaches the limit and is set aside; the bystander is handled.
+    settings = dict(delivery_limit=2, app_prefetch={"a": 5, "b": 5})
+
+    def start():
+        t, clock = started(path, **settings)
+        result(t.setup("a", [Bad]), clock)
+        result(t.setup("b", [Note]), clock)
+        return t, clock
+
+    t, clock = start()
+    t.send(Bad(text="poison"))
+    t.send(Note(text="bystander"))
+    settle(clock)
+    assert [t.take_ready("a").message.text, t.take_ready("b").message.text] == ["poison", "bystander"]
+    kill(t)  # the poison's handler takes the process down
+    t, clock = start()
+    poison = t.take_ready("a")
+    assert poison.message.text == "poison" and poison.redelivered
+    assert t.take_ready("b") is None  # the bystander waits: one suspect at a time
+    kill(t)  # again
+    t, clock = start()
+    settle(clock)
+    [entry] = result(t.set_aside("dead"), clock)
+    assert (entry.app_name, entry.code) == ("a", "delivery_limit")
+    assert t.take_ready("a") is None
+    bystander = t.take_ready("b")
+    assert bystander.message.text == "bystander" and bystander.redelivered
+    t.ack_now(bystander)
+    settle(clock)
+    assert queue_rows(path, "b") == [] and result(t.set_aside("dead"), clock) == [entry]
     stop(t, clock)

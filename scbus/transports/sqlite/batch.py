@@ -67,8 +67,10 @@ class Batch:
         #: Rows claimed but never handed over (seq, queue name): ready again, and this
         #: claim is not counted as a delivery.
         self.unclaims: list[tuple[int, str]] = []
-        #: (queue name, how many) to claim, after everything above.
-        self.claims: list[tuple[str, int]] = []
+        #: (queue name, how many, suspects) to claim, after everything above: rows never
+        #: claimed before, or (suspects) the one row claimed before and not settled that
+        #: was delivered fewest times.
+        self.claims: list[tuple[str, int, bool]] = []
         #: When the oldest op someone waits for was added (None: nobody waits).
         self.caller_at: float | None = None
         #: Messages in it that someone sent (for IConnectionState.waiting_to_send).

@@ -1,7 +1,9 @@
 """
 What this process holds of one app's queue: rows claimed from the file and not handed
-over yet (its prefetch, bounded by the app's C{max_in_flight}), the requests waiting for
-one, and the deliveries handed to the bus and not settled yet.
+over yet, the requests waiting for one, and what it may claim. Rows claimed and not
+settled (handed over or not) are at most the app's C{max_in_flight}, as a broker's
+prefetch counts unacknowledged deliveries: a message that kills the process raises the
+delivery count of no more bystanders than that.
 """
 
 from __future__ import annotations
@@ -57,23 +59,27 @@ class SQLiteDelivery:
 class AppQueue:
     """One app's queue as this process sees it."""
 
-    __slots__ = ("name", "prefetch", "target", "types", "buffer", "waiters", "claiming", "maybe_ready", "held_back", "set_up", "subscribed")
+    __slots__ = (
+        "name", "prefetch", "types", "buffer", "waiters", "claiming", "maybe_ready", "maybe_suspects", "held_back",
+        "set_up", "subscribed",
+    )
 
     def __init__(self, name: str, prefetch: int) -> None:
         self.name = name
+        #: Rows this process may hold claimed and unsettled: the app's max_in_flight. Each
+        #: transaction claims as many as it settles, so a round of deliveries settled
+        #: together brings the next round in the same commit.
         self.prefetch = max(1, prefetch)
-        #: Rows kept claimed ahead of the handlers: the app's max_in_flight, refilled when
-        #: half are taken, so that one transaction settles a whole round of deliveries and
-        #: claims the next (smaller claims make more, smaller transactions).
-        self.target = self.prefetch
         self.types: set[type[Message]] = set()
         #: Claimed rows not handed over yet: (seq, body, deliveries), oldest first.
         self.buffer: deque[tuple[int, bytes, int]] = deque()
         self.waiters: deque[Deferred[IDelivery]] = deque()
         #: A claim of this queue is in the batch being written.
         self.claiming = False
-        #: The file may hold ready rows of this queue (False once a claim came back short).
+        #: The file may hold ready rows of this queue never claimed before (False once a
+        #: claim came back short), or rows claimed before and never settled (suspects).
         self.maybe_ready = True
+        self.maybe_suspects = True
         #: Paused here (IPrefetchHold): nothing is claimed, what was claimed went back.
         self.held_back = False
         #: Its routes are in the file (set-up committed).
@@ -81,9 +87,6 @@ class AppQueue:
         #: It was set up in this process already (a first set-up replaces its routes).
         self.subscribed = False
 
-    def wants_claim(self) -> bool:
-        """Claim more now: set up, not held back, the file may have some, and the buffer is low."""
-        return (
-            self.set_up and not self.claiming and not self.held_back and self.maybe_ready
-            and len(self.buffer) <= self.target // 2
-        )
+    def may_claim(self) -> bool:
+        """Set up, not held back, no claim under way."""
+        return self.set_up and not self.claiming and not self.held_back

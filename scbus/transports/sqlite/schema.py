@@ -52,7 +52,9 @@ TABLES: Sequence[str] = (
     "CREATE TABLE messages ("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT, queue INTEGER NOT NULL, body BLOB NOT NULL,"
     " deliveries INTEGER NOT NULL DEFAULT 0, claimed_by INTEGER)",
-    "CREATE INDEX messages_ready ON messages (queue, seq) WHERE claimed_by IS NULL",
+    # Ready rows by queue; those never claimed (deliveries 0) apart from the suspects:
+    # rows claimed before that were never settled (their process died on them).
+    "CREATE INDEX messages_ready ON messages (queue, deliveries, seq) WHERE claimed_by IS NULL",
     "CREATE INDEX messages_claimed ON messages (claimed_by) WHERE claimed_by IS NOT NULL",
     # The unrouted and dead stores.
     "CREATE TABLE set_aside ("

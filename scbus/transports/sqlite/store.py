@@ -68,8 +68,13 @@ class Store:
         token = int(self.token)
         self._claim = (
             f"UPDATE messages SET claimed_by = {token}, deliveries = deliveries + 1 WHERE seq IN "
-            "(SELECT seq FROM messages WHERE queue = ? AND claimed_by IS NULL ORDER BY seq LIMIT ?) "
-            "RETURNING seq, body, deliveries"
+            "(SELECT seq FROM messages WHERE queue = ? AND claimed_by IS NULL AND deliveries = 0 "
+            "ORDER BY seq LIMIT ?) RETURNING seq, body, deliveries"
+        )
+        self._claim_suspect = (
+            f"UPDATE messages SET claimed_by = {token}, deliveries = deliveries + 1 WHERE seq = "
+            "(SELECT seq FROM messages WHERE queue = ? AND claimed_by IS NULL AND deliveries > 0 "
+            "ORDER BY deliveries, seq LIMIT ?) RETURNING seq, body, deliveries"
         )
         self._delete = f"DELETE FROM messages WHERE seq = ? AND claimed_by = {token}"
         self._release = f"UPDATE messages SET claimed_by = NULL WHERE seq = ? AND claimed_by = {token}"
@@ -156,8 +161,8 @@ class Store:
             else:
                 self._write(batch, outcome)
             outcome.filled = {name for name, delta in ready.items() if delta > 0}
-            for name, count in batch.claims:
-                claimed = self._claim_rows(name, count)
+            for name, count, suspects in batch.claims:
+                claimed = self._claim_rows(name, count, suspects)
                 ready[name] -= len(claimed)
                 outcome.claimed.append(claimed)
             self._count_ready()
@@ -292,11 +297,12 @@ class Store:
             self.connection.executemany(_INSERT_ASIDE, rows)
             self._asides.update(row.kind for row in rows)
 
-    def _claim_rows(self, name: str, count: int) -> list[tuple[int, bytes, int]]:
+    def _claim_rows(self, name: str, count: int, suspects: bool) -> list[tuple[int, bytes, int]]:
         qid = self._queue_ids.get(name)
         if qid is None or count <= 0:
             return []
-        return sorted(self.connection.execute(self._claim, (qid, count)).fetchall())
+        statement = self._claim_suspect if suspects else self._claim
+        return sorted(self.connection.execute(statement, (qid, count)).fetchall())
 
     def _count_ready(self) -> None:
         changes = [(delta, self._queue_id(name)) for name, delta in self._ready.items() if delta]

@@ -22,6 +22,7 @@ import os
 import socket
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -113,6 +114,9 @@ class SQLiteTransport(InProcessControl, Service):
         self._routes: dict[str, set[str]] = {}
         self._targets: dict[type[Message], tuple[str, ...]] = {}
         self._held: dict[int, SQLiteDelivery] = {}
+        #: The seq of the one suspect this process holds (claimed before and never
+        #: settled), 0 while it is being claimed, None when it holds none.
+        self._suspect: int | None = None
         self._observer: Callable[[str, bool], None] | None = None
         self._marks: dict[str, bool] = {}
         self._dropped = {UNROUTED: 0, DEAD: 0}
@@ -155,10 +159,11 @@ class SQLiteTransport(InProcessControl, Service):
         self._marks = {app: True for app in marks}
         self._dropped = dropped
         self._held.clear()
+        self._suspect = None
         for app in self._apps.values():
             app.buffer.clear()
             app.claiming = app.set_up = app.subscribed = False
-            app.maybe_ready = True
+            app.maybe_ready = app.maybe_suspects = True
         self._commits = GroupCommit(
             writer, self._reactor, self.path,
             prepare=self._add_claims, committed=self._committed, refused=self._refused,
@@ -253,7 +258,7 @@ class SQLiteTransport(InProcessControl, Service):
                 d.errback(_failure(error))
                 return
             app.set_up = True
-            app.maybe_ready = True
+            app.maybe_ready = app.maybe_suspects = True
             self._note_mark(app_name, bool(paused), tell_if_paused=True)
             d.callback(None)
             self._want_claims(app)
@@ -447,8 +452,6 @@ class SQLiteTransport(InProcessControl, Service):
             delivery = SQLiteDelivery(self, app.name, seq, body, message, deliveries > 1, self._reactor.seconds())
             self._held[seq] = delivery
             break
-        if len(buffer) <= app.target // 2:
-            self._want_claims(app)
         return delivery
 
     def _dead_letter(self, app: AppQueue, seq: int, body: bytes, error: DecodeError) -> None:
@@ -460,26 +463,66 @@ class SQLiteTransport(InProcessControl, Service):
         self._batch().settles.append((seq, (), row, None))
 
     def _want_claims(self, app: AppQueue) -> None:
-        if app.wants_claim() and self._commits is not None and not self._stopped:
+        if (
+            app.may_claim() and (app.maybe_ready or (app.maybe_suspects and self._suspect is None))
+            and self._commits is not None and not self._stopped
+        ):
             self._commits.wake()
 
     def _add_claims(self, batch: Batch) -> None:
-        """Just before a batch goes: the claims the apps want now (GroupCommit's prepare)."""
+        """
+        Just before a batch goes (GroupCommit's prepare): each app claims what it has room
+        for. What the batch settles or gives back is done before its claims, so it counts
+        as room already.
+
+        Rows claimed before and never settled (their process died, or they were given
+        back) are suspects: one of them at a time is claimed in this process, before the
+        app's other rows, so that a message that kills the process takes down no other
+        suspect with it, and an innocent bystander of a death is handled alone once and
+        goes on, never reaching the delivery limit (when it is 2 or more).
+        """
         if self._stopped:
             return
-        for app in self._apps.values():
-            if app.wants_claim():
-                app.claiming = True
-                batch.claims.append((app.name, app.target - len(app.buffer)))
+        apps = [app for app in self._apps.values() if app.may_claim()]
+        if not apps:
+            return
+        suspect_from = None
+        if self._suspect is None:
+            suspect_from = next((app for app in apps if app.maybe_suspects), None)
+        in_hand: Counter[str] | None = None
+        for app in apps:
+            if not (app.maybe_ready or app is suspect_from):
+                continue
+            if in_hand is None:
+                in_hand = Counter(d.app_name for d in self._held.values() if not d.settling)
+            room = app.prefetch - len(app.buffer) - in_hand[app.name]
+            if room <= 0:
+                continue
+            app.claiming = True
+            if app is suspect_from:
+                self._suspect = 0  # (its seq once claimed)
+                batch.claims.append((app.name, 1, True))
+                room -= 1
+            if room > 0 and app.maybe_ready:
+                batch.claims.append((app.name, room, False))
 
-    def _claimed(self, app: AppQueue, asked: int, rows: list[tuple[int, bytes, int]]) -> None:
+    def _claimed(self, app: AppQueue, asked: int, suspects: bool, rows: list[tuple[int, bytes, int]]) -> None:
         app.claiming = False
-        if len(rows) < asked:
+        if suspects:
+            if rows:
+                self._suspect = rows[0][0]
+            else:
+                app.maybe_suspects = False
+                self._suspect = None
+                self._wake_for_suspects()
+        elif len(rows) < asked:
             app.maybe_ready = False
         limit = self.settings.delivery_limit
         for row in rows:
             if row[2] > limit:
                 self._quarantine(app, row[0], row[1], row[2])
+            elif suspects:
+                app.buffer.appendleft(row)
             else:
                 app.buffer.append(row)
         if app.held_back or self._stopped:
@@ -535,10 +578,17 @@ class SQLiteTransport(InProcessControl, Service):
             pop(seq, None)
         # Claims next: the buffers fill before the bus hears its deliveries were settled
         # and asks for the next ones.
-        for (name, asked), rows in zip(batch.claims, outcome.claimed):
+        if self._suspect:
+            self._suspect_settled(batch)
+        for given in (batch.releases, batch.unclaims):
+            for _, name in given:  # (rows given back were claimed before: suspects now)
+                app = apps.get(name)
+                if app is not None:
+                    app.maybe_suspects = True
+        for (name, asked, suspects), rows in zip(batch.claims, outcome.claimed):
             app = apps.get(name)
             if app is not None:
-                self._claimed(app, asked, rows)
+                self._claimed(app, asked, suspects, rows)
         failed = outcome.failed_settles
         if failed:
             for i, settle in enumerate(batch.settles):
@@ -562,12 +612,31 @@ class SQLiteTransport(InProcessControl, Service):
                 app.maybe_ready = True
                 self._want_claims(app)
 
+    def _suspect_settled(self, batch: Batch) -> None:
+        """The suspect in hand was settled or given back: the next one may be claimed."""
+        seq = self._suspect
+        if (
+            any(settle[0] == seq for settle in batch.settles)
+            or any(given == seq for given, _ in batch.releases)
+            or any(given == seq for given, _ in batch.unclaims)
+        ):
+            self._suspect = None
+            self._wake_for_suspects()
+
+    def _wake_for_suspects(self) -> None:
+        for app in self._apps.values():
+            if app.maybe_suspects:
+                self._want_claims(app)
+                return
+
     def _refused(self, batch: Batch, error: BaseException) -> None:
         """Nothing of C{batch} was written and it will not be tried again: say so."""
-        for name, _ in batch.claims:
+        for name, _, suspects in batch.claims:
             app = self._apps.get(name)
             if app is not None:
                 app.claiming = False
+            if suspects:
+                self._suspect = None
         reason = TransportError(f"{self.path} could not be written: {error}")
         for seq, _, _, report in batch.settles:
             delivery = self._held.get(seq)
