@@ -434,3 +434,14 @@ def test_a_bystander_of_a_poison_message_is_handled_alone_and_not_quarantined(pa
     settle(clock)
     assert queue_rows(path, "b") == [] and result(t.set_aside("dead"), clock) == [entry]
     stop(t, clock)
+
+
+@pytest.mark.parametrize("durability, level", [("process", 1), ("power", 2)])
+def test_durability_sets_what_a_commit_waits_for(path, durability, level):
+    # process: synchronous NORMAL (in WAL mode a commit is safe from the process's death;
+    # the WAL is synced at checkpoints). power: FULL (the WAL is synced at every commit).
+    t, clock = started(path, durability=durability)
+    connection = t._writer.store.connection
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == level
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    stop(t, clock)
