@@ -44,7 +44,7 @@ class BusServiceTree(MultiService):
     def startService(self) -> None:
         """
         A part that cannot start (the transport's file is unusable, say) ends start-up
-        with its one line and exit status 2, before anything listens or runs.
+        with its one line and exit status 2, before the bus takes or sends anything.
         """
         try:
             super().startService()

@@ -114,6 +114,9 @@ class GroupCommit:
         self.batch()
 
     def _flush(self) -> None:
+        for call in (self._flush_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
         self._flush_call = self._retry_call = None
         if self._busy:
             return
@@ -224,16 +227,20 @@ class GroupCommit:
                 "{path}: still cannot write ({error}) after {seconds:.0f}s",
                 path=self.path, error=str(error), seconds=now - (self._failing_since or now),
             )
-        if batch.claims:  # asked again when the batch goes next time
-            claims = Batch()
-            claims.claims, batch.claims = batch.claims, []
-            self._refused(claims, error)
+        claims = Batch()
+        claims.claims, batch.claims = batch.claims, []  # asked again when the batch goes next
+        waited = None
         if batch.caller_at is not None and now - batch.caller_at >= PATIENCE:
             waited, batch = _split_waiting(batch)
-            self._refused(waited, error)
+        # Kept for the next try before anyone is told: what they do in answer (a release)
+        # joins the pending batch and waits for that try.
         self._retry = batch
         self._retry_call = self._clock.callLater(self._delay, self._flush)
         self._delay = min(self._delay * 2, BACKOFF[1])
+        if claims.claims:
+            self._refused(claims, error)
+        if waited is not None:
+            self._refused(waited, error)
 
     def _give_up(self, batch: Batch, error: BaseException) -> None:
         """An error that trying again would not cure: nothing of the batch is kept."""
