@@ -85,3 +85,55 @@ def test_a_second_bus_on_the_same_file_is_one_line_and_exit_2(tmp_path, run_twis
         "this bus another transport.path"
     ), line
     assert first.process.poll() is None
+
+
+def test_a_full_disk_loses_nothing_and_says_so_until_there_is_room(tmp_path, run_twistd):
+    import json
+    import urllib.error
+    import urllib.request
+
+    import pytest
+
+    from .conftest import free_port
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        total = 3000
+        db = disk / "chain.db"
+        jobs = prepare(db, total)
+        filler = disk / "filler"
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        filler.write_bytes(b"\0" * max(0, free - 300 * 1024))  # room for some commits only
+        port = free_port()
+        config = tmp_path / "scbus.toml"
+        config.write_text(config_text(db) + f"\n[http]\nport = {port}\n")
+        bus = run_twistd(str(tmp_path), str(config))
+
+        def ready():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as answer:
+                    return answer.status, json.load(answer)
+            except urllib.error.HTTPError as e:
+                return e.code, json.load(e)
+            except OSError:
+                return None, None
+
+        wait_until(lambda: ready()[0] == 503, bus, what="/ready to say the transport cannot write")
+        assert "transport: not connected" in ready()[1]["not_ready"]
+        stuck = done_count(db)
+        assert 0 < stuck < total  # it worked, then the disk was full
+        filler.unlink()  # room again
+        wait_until(lambda: done_count(db) >= total and not read(db)["left"], bus, what="every output")
+        wait_until(lambda: ready()[0] == 200, bus, what="/ready again")
+        assert bus.terminate() == -signal.SIGTERM
+        found = read(db)
+        assert {job: found["done"][job] for job in jobs} == {job: 1 for job in jobs}
+        assert (found["left"], found["claimed"], found["set_aside"]) == ({}, 0, {})
+        log = bus.log()
+        assert log.count("cannot write (database or disk is full)") == 1, log
+        assert "writable again" in log and "Traceback" not in log, log
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -142,7 +142,10 @@ class GroupCommit:
             error = outcome.error
         if error is None and outcome is not None:
             self.commits += 1
-            self._recovered()
+            if self.problem is None or _writes_messages(batch):
+                # (a batch of releases alone may fit where messages do not: it says
+                # nothing of whether the file takes messages again)
+                self._recovered()
             self._to_shrink += outcome.deleted
             try:
                 self._committed(batch, outcome)
@@ -300,6 +303,10 @@ class GroupCommit:
     def run(self, job: Callable[[Store], Any], done: Callable[[BaseException | None, Any], object]) -> None:
         """A read (or a last job at stop), run by the writer after what it has already."""
         self._writer.run(job, done)
+
+
+def _writes_messages(batch: Batch) -> bool:
+    return bool(batch.sends or batch.calls or any(s[1] or s[2] is not None for s in batch.settles))
 
 
 def _split_waiting(batch: Batch) -> tuple[Batch, Batch]:

@@ -27,7 +27,7 @@ __all__ = ["AppQueue", "SQLiteDelivery"]
 class SQLiteDelivery:
     """One claimed row handed to the bus; settled once, in the file."""
 
-    __slots__ = ("_transport", "app_name", "seq", "body", "message", "redelivered", "received_at", "settling")
+    __slots__ = ("_transport", "app_name", "seq", "body", "message", "redelivered", "received_at", "settling", "refused")
 
     def __init__(
         self, transport: SQLiteTransport, app_name: str, seq: int, body: bytes, message: Message,
@@ -42,6 +42,9 @@ class SQLiteDelivery:
         self.received_at = received_at
         #: An acknowledgement, release or rejection of it is on its way to the file.
         self.settling = False
+        #: The file refused its settling (a full disk): given back, this delivery is not
+        #: counted (its handler did not fail, the file did).
+        self.refused = False
 
     def ack(self) -> Deferred[None]:
         return self._transport._ack(self)

@@ -406,7 +406,8 @@ class SQLiteTransport(InProcessControl, Service):
         if self._held.get(delivery.seq) is not delivery or delivery.settling or self._stopped:
             return succeed(None)  # settled already, or given back (by a stop or a restart)
         delivery.settling = True
-        self._batch().releases.append((delivery.seq, delivery.app_name))
+        given = self._batch().unclaims if delivery.refused else self._batch().releases
+        given.append((delivery.seq, delivery.app_name))
         return succeed(None)
 
     def _batch(self) -> Batch:
@@ -496,6 +497,8 @@ class SQLiteTransport(InProcessControl, Service):
             if in_hand is None:
                 in_hand = Counter(d.app_name for d in self._held.values() if not d.settling)
             room = app.prefetch - len(app.buffer) - in_hand[app.name]
+            if self._commits is not None and self._commits.problem is not None:
+                room = min(room, 1 - in_hand[app.name])  # the file refuses: one at a time
             if room <= 0:
                 continue
             app.claiming = True
@@ -576,6 +579,8 @@ class SQLiteTransport(InProcessControl, Service):
             pop(settle[0], None)
         for seq, _ in batch.releases:
             pop(seq, None)
+        for seq, _ in batch.unclaims:
+            pop(seq, None)
         # Claims next: the buffers fill before the bus hears its deliveries were settled
         # and asks for the next ones.
         if self._suspect:
@@ -642,9 +647,10 @@ class SQLiteTransport(InProcessControl, Service):
             delivery = self._held.get(seq)
             if delivery is not None:
                 delivery.settling = False  # still held: a release or a stop gives it back
+                delivery.refused = True
             if report is not None:
                 report(Failure(reason))
-        for seq, _ in batch.releases:
+        for seq, _ in (*batch.releases, *batch.unclaims):
             delivery = self._held.get(seq)
             if delivery is not None:
                 delivery.settling = False
