@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,12 +32,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ... import codec
-from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError, UnknownMessageType
+from ...errors import DecodeError, EncodeError, MalformedMessage, NotRunning, TransportError
 from ...interfaces import (
     IBoundedSetAside, IConnectionState, IDelivery, IImmediateAck, IPauseMarks, IPrefetchHold, IReadyDeliveries,
     ISetAside, ITransactionalSettle, ITransport,
 )
-from ...message import AppErrorOccurredMessage, HeartbeatResponseMessage, Message, lookup
+from ...message import Message
 from ...reactors import IBusReactor, running_reactor
 from ..inprocess import InProcessControl
 from ..setaside import DEAD, UNROUTED
@@ -46,6 +45,7 @@ from .batch import Batch, Call, Outcome, Prepared, SetAsideRow
 from .commits import GroupCommit
 from .lockfile import ProcessLock
 from .queues import AppQueue, SQLiteDelivery
+from .routing import Router, dead_row, quarantine_row
 from .schema import BUSY_TIMEOUT, check_place, file_problem, open_database
 from .settings import SQLiteSettings
 from .store import Store
@@ -55,7 +55,6 @@ __all__ = ["SQLiteTransport", "SQLiteDelivery"]
 
 log = Logger()
 
-_encode = codec.encode
 
 #: Seconds a stop waits for the last writes (acknowledgements, claims given back).
 STOP_PATIENCE = 5.0
@@ -103,16 +102,13 @@ class SQLiteTransport(InProcessControl, Service):
             reactor = running_reactor()
         self.settings = settings
         self.path = settings.path
-        self._max_size = settings.max_message_size
         self._reactor = reactor
         self._bus_name = bus_name
         self._writer_kind = writer
         self._busy_timeout = busy_timeout
         self._process = f"{bus_name}@{socket.gethostname()}:{os.getpid()}"
         self._apps: dict[str, AppQueue] = {}
-        #: Wire name -> the queues subscribed to it (the file's routes, and this process's).
-        self._routes: dict[str, set[str]] = {}
-        self._targets: dict[type[Message], tuple[str, ...]] = {}
+        self._router = Router(reactor, settings.max_message_size)
         self._held: dict[int, SQLiteDelivery] = {}
         #: The seq of the one suspect this process holds (claimed before and never
         #: settled), 0 while it is being claimed, None when it holds none.
@@ -152,10 +148,7 @@ class SQLiteTransport(InProcessControl, Service):
             self._lock.release()
             raise
         routes, marks, dropped = self._loaded
-        self._routes = {}
-        for type_name, queue in routes:
-            self._routes.setdefault(type_name, set()).add(queue)
-        self._targets.clear()
+        self._router.load(routes)
         self._marks = {app: True for app in marks}
         self._dropped = dropped
         self._held.clear()
@@ -245,12 +238,7 @@ class SQLiteTransport(InProcessControl, Service):
         app.types = types if replace else app.types | types
         names = sorted({t.wire_name for t in app.types})
         # The routes take effect here at once: what is sent from now on reaches the queue.
-        if replace:
-            for queues in self._routes.values():
-                queues.discard(app_name)
-        for name in names:
-            self._routes.setdefault(name, set()).add(app_name)
-        self._targets.clear()
+        self._router.subscribe(app_name, names, replace)
         d: Deferred[None] = Deferred()
 
         def done(error: BaseException | None, paused: Any) -> None:
@@ -270,40 +258,7 @@ class SQLiteTransport(InProcessControl, Service):
 
     def prepare(self, message: Message) -> Prepared:
         """The message encoded and routed (L{ITransactionalSettle}). @raise EncodeError."""
-        body = _encode(message, self._max_size)
-        cls = type(message)
-        targets = self._targets.get(cls)
-        if targets is None:
-            targets = self._targets_of(cls)
-        if len(targets) == 1:
-            return ((targets[0], body),), None
-        if targets:
-            return tuple([(queue, body) for queue in targets]), None
-        return self._unrouted(body, message.wire_name, cls)
-
-    def _targets_of(self, cls: type[Message]) -> tuple[str, ...]:
-        found: set[str] = set()
-        for base in cls.__mro__:
-            name = getattr(base, "wire_name", None)
-            if isinstance(name, str) and isinstance(base, type) and issubclass(base, Message):
-                found |= self._routes.get(name, set())
-        targets = self._targets[cls] = tuple(sorted(found))
-        return targets
-
-    def _unrouted(self, body: bytes, type_name: str, cls: type[Message] | None) -> Prepared:
-        if cls is not None and issubclass(cls, HeartbeatResponseMessage):
-            return (), None  # an answer nobody asked for here: nothing to keep or replay
-        entry_id = uuid.uuid4().hex[:12]
-        log.warn(
-            "unrouted: no app subscribes to {type}; kept as {id} (replay it from the console once an "
-            "app subscribes)",
-            type=type_name, id=entry_id,
-        )
-        row = SetAsideRow(
-            UNROUTED, entry_id, body, UNROUTED, f"no app subscribes to {type_name}", type_name, None,
-            self._reactor.seconds(),
-        )
-        return (), row
+        return self._router.prepare(message)
 
     def send(self, message: Message) -> Deferred[None]:
         if self._stopped:
@@ -321,20 +276,7 @@ class SQLiteTransport(InProcessControl, Service):
         name = type_name or codec.peek_type(body)
         if name is None:
             return fail(MalformedMessage("cannot tell the message type of this body; pass type_name"))
-        return self._send(self._prepare_raw(body, name))
-
-    def _prepare_raw(self, body: bytes, name: str) -> Prepared:
-        try:
-            cls = lookup(name)
-        except UnknownMessageType:
-            # No app can subscribe to a type nobody here knows: as on the broker, unrouted.
-            return self._unrouted(body, name, None)
-        targets = self._targets.get(cls)
-        if targets is None:
-            targets = self._targets_of(cls)
-        if targets:
-            return tuple([(queue, body) for queue in targets]), None
-        return self._unrouted(body, name, cls)
+        return self._send(self._router.prepare_raw(body, name))
 
     def _send(self, prepared: Prepared) -> Deferred[None]:
         commits = self._commits
@@ -381,13 +323,7 @@ class SQLiteTransport(InProcessControl, Service):
         return self._settle(delivery, None)
 
     def _reject(self, delivery: SQLiteDelivery, code: str, reason: str) -> Deferred[None]:
-        row = SetAsideRow(
-            DEAD, uuid.uuid4().hex[:12], delivery.body, code, reason, delivery.message.wire_name,
-            delivery.app_name, self._reactor.seconds(),
-        )
-        log.error(
-            "dead-lettered {id} from {app} [{code}]: {reason}", id=row.id, app=delivery.app_name, code=code, reason=reason
-        )
+        row = dead_row(delivery.body, code, reason, delivery.message.wire_name, delivery.app_name, self._reactor.seconds())
         return self._settle(delivery, row)
 
     def _settle(self, delivery: SQLiteDelivery, aside: SetAsideRow | None) -> Deferred[None]:
@@ -457,10 +393,7 @@ class SQLiteTransport(InProcessControl, Service):
 
     def _dead_letter(self, app: AppQueue, seq: int, body: bytes, error: DecodeError) -> None:
         type_name = codec.peek_type(body) if len(body) <= (self.settings.max_message_size or len(body)) else None
-        row = SetAsideRow(DEAD, uuid.uuid4().hex[:12], body, error.reason, str(error), type_name, app.name, self._reactor.seconds())
-        log.error(
-            "dead-lettered {id} from {app} [{code}]: {reason}", id=row.id, app=app.name, code=error.reason, reason=str(error)
-        )
+        row = dead_row(body, error.reason, str(error), type_name, app.name, self._reactor.seconds())
         self._batch().settles.append((seq, (), row, None))
 
     def _want_claims(self, app: AppQueue) -> None:
@@ -539,21 +472,10 @@ class SQLiteTransport(InProcessControl, Service):
         self._want_claims(app)
 
     def _quarantine(self, app: AppQueue, seq: int, body: bytes, deliveries: int) -> None:
-        text = (
-            f"quarantined: delivered {deliveries - 1} times (transport.delivery_limit is "
-            f"{self.settings.delivery_limit}) without being acknowledged: its handler's process died or "
-            "hung on it each time; set aside in the dead store, replay it once the cause is fixed"
-        )
-        row = SetAsideRow(DEAD, uuid.uuid4().hex[:12], body, "delivery_limit", text, codec.peek_type(body), app.name, self._reactor.seconds())
-        log.error("{app}: {text} (kept as {id})", app=app.name, text=text, id=row.id)
-        size = self.settings.max_message_size
-        report = AppErrorOccurredMessage(
-            app_name=app.name,
-            message=codec.embeddable(body, max_bytes=size // 2 if size else None),
-            error=text,
-            error_type="scbus.Quarantined",
-            traceback=[],
-            log=[],
+        """Set aside, with the report that says so, in one transaction."""
+        settings = self.settings
+        row, report = quarantine_row(
+            body, app.name, deliveries, settings.delivery_limit, self._reactor.seconds(), settings.max_message_size
         )
         try:
             outputs: tuple[Prepared, ...] = (self.prepare(report),)
@@ -708,7 +630,8 @@ class SQLiteTransport(InProcessControl, Service):
             return succeed(False)
         entry = found[0]
         name = entry.type_name or codec.peek_type(entry.body)
-        instead = self._prepare_raw(entry.body, name) if name else self._unrouted(entry.body, "?", None)
+        router = self._router
+        instead = router.prepare_raw(entry.body, name) if name else router.unrouted(entry.body, "?", None)
         queue = entry.app_name if kind == DEAD else None
         d: Deferred[bool] = Deferred()
         self._call(
