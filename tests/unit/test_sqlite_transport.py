@@ -447,3 +447,22 @@ def test_durability_sets_what_a_commit_waits_for(path, durability, level):
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == level
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     stop(t, clock)
+
+
+def test_a_set_up_waits_out_a_file_that_refuses_writes(path):
+    # The bus starts an app once its set-up is written: a set-up is tried until it is,
+    # not failed after PATIENCE as a send is.
+    t, clock = started(path)
+    fill_the_disk(t)
+    # (routes enough to need pages the full disk does not have, in the set-up's batch)
+    many = [f"test.sqlite.T{i}" * 40 for i in range(2000)]
+    t._call(lambda s: s.subscribe("a", many, True), lambda e, v: None, expires=False)
+    setup = t.setup("b", [Note])
+    for _ in range(int(3 * commits.PATIENCE / commits.BACKOFF[1])):
+        clock.advance(commits.BACKOFF[1])
+    assert not setup.called and not t.connected
+    free_the_disk(t)
+    clock.advance(commits.BACKOFF[1])
+    settle(clock)
+    assert result(setup, clock) is None and t.connected
+    stop(t, clock)

@@ -47,10 +47,16 @@ Settle = tuple[int, "list[Prepared] | tuple[Prepared, ...]", "SetAsideRow | None
 
 
 class Call(NamedTuple):
-    """Any other change (set-up, a pause mark, a replay): C{run(store)} inside the transaction."""
+    """
+    Any other change (set-up, a pause mark, a replay): C{run(store)} inside the
+    transaction. One that C{expires} fails after the file refused writes for a while;
+    one that does not (an app's set-up, which the bus waits for to start it) is tried
+    until it is written.
+    """
 
     run: Callable[[Any], Any]
     report: Callable[[BaseException | None, Any], object]
+    expires: bool = True
 
 
 class Batch:

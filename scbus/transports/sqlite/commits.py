@@ -310,9 +310,11 @@ def _writes_messages(batch: Batch) -> bool:
 
 
 def _split_waiting(batch: Batch) -> tuple[Batch, Batch]:
-    """(what someone waits for, what is kept until written: acknowledgements, releases)."""
+    """(what someone waits for, what is kept until written: acknowledgements, releases, set-ups)."""
     waited, kept = Batch(), Batch()
-    waited.calls, waited.sends, waited.sent = batch.calls, batch.sends, batch.sent
+    waited.sends, waited.sent = batch.sends, batch.sent
+    waited.calls = [c for c in batch.calls if c.expires]
+    kept.calls = [c for c in batch.calls if not c.expires]
     waited.settles = [s for s in batch.settles if s[3] is not None]
     kept.settles = [s for s in batch.settles if s[3] is None]
     kept.releases, kept.unclaims = batch.releases, batch.unclaims

@@ -251,7 +251,7 @@ class SQLiteTransport(InProcessControl, Service):
             d.callback(None)
             self._want_claims(app)
 
-        self._call(lambda store: store.subscribe(app_name, names, replace), done)
+        self._call(lambda store: store.subscribe(app_name, names, replace), done, expires=False)
         return d
 
     # --- sending ----------------------------------------------------------------------------
@@ -587,10 +587,13 @@ class SQLiteTransport(InProcessControl, Service):
                 path=self.path, n=len(batch.unclaims), error=str(error),
             )
 
-    def _call(self, run: Callable[[Store], Any], report: Callable[[BaseException | None, Any], object]) -> None:
+    def _call(
+        self, run: Callable[[Store], Any], report: Callable[[BaseException | None, Any], object], expires: bool = True
+    ) -> None:
         batch = self._batch()
-        batch.calls.append(Call(run, report))
-        self._waited_for(batch)
+        batch.calls.append(Call(run, report, expires))
+        if expires:
+            self._waited_for(batch)
 
     def _read(self, run: Callable[[Store], Any]) -> Deferred[Any]:
         """A read, run by the writer between transactions (it never waits for a refused one)."""
