@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
-TRANSPORTS = ("local", "amqp")
+TRANSPORTS = ("local", "amqp", "sqlite")
+#: transport.durability of the sqlite transport: what a commit survives.
+DURABILITIES = ("process", "power")
 QUEUE_TYPES = ("classic", "quorum")
 AMQP_CLIENTS = ("pika", "txamqp")
 REACTORS = ("default", "asyncio")
@@ -71,12 +73,15 @@ class TransportConfig:
     max_message_size: int = 1024 * 1024
     #: Deepest nesting of a body's JSON (the envelope is 1); deeper is refused as malformed.
     max_nesting: int = 64
-    #: Entries each in-memory set-aside store (unrouted, dead) keeps; the oldest go first.
+    #: Entries each set-aside store (unrouted, dead) keeps in memory or in the SQLite
+    #: file; the oldest go first.
     set_aside_limit: int = 10_000
     #: Keys only some transports read (the AMQP URL, prefetch, ...), checked by them.
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The AMQP transport's checked settings, when type is "amqp".
     amqp: Any = None
+    #: The SQLite transport's settings, when type is "sqlite".
+    sqlite: Any = None
 
 
 @dataclasses.dataclass
@@ -282,6 +287,18 @@ AMQP_KEYS: dict[str, Check] = {
     "key_file": _nonempty_str,
     "txamqp_spec": _nonempty_str,
 }
+#: Keys only the sqlite transport reads (delivery_limit is shared with amqp).
+SQLITE_KEYS: dict[str, Check] = {
+    "path": _nonempty_str,
+    "durability": _one_of(DURABILITIES),
+    "delivery_limit": _integer(1, 1000),
+}
+#: Which transports read each key beyond TRANSPORT_KEYS.
+READ_BY: dict[str, tuple[str, ...]] = {
+    **{key: ("amqp",) for key in AMQP_KEYS},
+    **{key: ("sqlite",) for key in SQLITE_KEYS},
+    "delivery_limit": ("amqp", "sqlite"),
+}
 CONSOLE_KEYS: dict[str, Check] = {
     "telnet_port": _port,
     "ssh_port": _port,
@@ -422,22 +439,29 @@ def _parse(raw: Mapping[str, Any], source: str) -> tuple[Config, _Problems]:
         problems.add("root", f"must be a table, got {_shown(root)}")
         root = {}
     apps = _apps(problems, raw.get("apps", {}))
-    if transport.amqp is not None:  # each app's consumer takes as many as it handles at once
-        transport.amqp.app_prefetch = {name: app.max_in_flight for name, app in apps.items()}
+    # Each app's consumer takes (or claims ahead) as many as it handles at once.
+    for settings in (transport.amqp, transport.sqlite):
+        if settings is not None:
+            settings.app_prefetch = {name: app.max_in_flight for name, app in apps.items()}
     config = Config(source, bus, transport, console, root, apps, warnings=problems.warnings, http=http)
     return config, problems
 
 
 def _transport(problems: _Problems, table: Any) -> TransportConfig:
     before = problems.count()
-    values = _section(problems, "transport", table, {**TRANSPORT_KEYS, **AMQP_KEYS})
+    values = _section(problems, "transport", table, {**TRANSPORT_KEYS, **AMQP_KEYS, **SQLITE_KEYS})
     transport = TransportConfig(**{k: v for k, v in values.items() if k in TRANSPORT_KEYS})
     transport.options = {k: v for k, v in values.items() if k not in TRANSPORT_KEYS}
+    for key in transport.options:
+        readers = READ_BY[key]
+        if transport.type not in readers:
+            who = f"the {' and '.join(readers)} transport{'s read' if len(readers) > 1 else ' reads'} it"
+            problems.add(f"transport.{key}", f"only {who} (transport.type is {transport.type!r})")
+    if transport.type == "sqlite":
+        if problems.count() == before:
+            transport.sqlite = _sqlite_settings(problems.source, transport)
+        return transport
     if transport.type != "amqp":
-        for key in transport.options:
-            problems.add(
-                f"transport.{key}", f"only the amqp transport reads it (transport.type is {transport.type!r})"
-            )
         return transport
     if problems.count() > before:
         return transport  # settings are made only from keys that all passed
@@ -466,6 +490,21 @@ def _transport(problems: _Problems, table: Any) -> TransportConfig:
                 f"is set but {', '.join(plain)} would connect without TLS: use amqps://",
             )
     return transport
+
+
+def _sqlite_settings(source: str, transport: TransportConfig) -> Any:
+    """The sqlite transport's settings; its file is relative to the config's directory."""
+    from .transports.sqlite.settings import DEFAULT_DELIVERY_LIMIT, DEFAULT_PATH, SQLiteSettings
+
+    options = transport.options
+    return SQLiteSettings(
+        path=_relative_to(source, options.get("path", DEFAULT_PATH)) or DEFAULT_PATH,
+        durability=options.get("durability", "process"),
+        delivery_limit=options.get("delivery_limit", DEFAULT_DELIVERY_LIMIT),
+        set_aside_limit=transport.set_aside_limit,
+        max_message_size=transport.max_message_size,
+        max_nesting=transport.max_nesting,
+    )
 
 
 def _apps(problems: _Problems, table: Any) -> dict[str, AppConfig]:

@@ -118,3 +118,16 @@ class InvalidSubscriptions(ScbusError, TypeError):
 
 class HandlerTimeout(ScbusError):
     """A handler ran past its app's time limit."""
+
+
+class StartupProblem(ScbusError):
+    """
+    Something the bus needs at start cannot be had (its database file, say): one line
+    naming the config key, the thing and what to do. Under twistd it ends start-up with
+    exit status 2, as a bad config does.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")

@@ -30,6 +30,7 @@ __all__ = [
     "IImmediateSend",
     "IImmediateAck",
     "IReportedSend",
+    "ITransactionalSettle",
     "IPrefetchHold",
     "IPauseMarks",
     "IIdleLease",
@@ -224,6 +225,30 @@ class IReportedSend(Interface):
         L{ITransport.send}; C{report} is called exactly once, maybe before this returns:
         with None once the message is sent, or with a Failure of
         L{scbus.errors.EncodeError} or L{scbus.errors.TransportError}.
+        """
+
+
+class ITransactionalSettle(Interface):
+    """
+    Optional, beside L{ITransport}: a transport that holds both ends of a handling (the
+    queues are one database) writes a handler's results and the acknowledgement of the
+    message it handled in one transaction, so each is done exactly once: a crash before
+    the commit leaves the message to be handled again and nothing sent; after it, both
+    are done. The bus uses it for every delivery whose handler returned messages.
+    """
+
+    def prepare(message: Message) -> object:
+        """
+        C{message} encoded (and routed) for L{ack_with}, now. Raises
+        L{scbus.errors.EncodeError} when it cannot be encoded.
+        """
+
+    def ack_with(delivery: IDelivery, prepared: list[object], report: Callable[[Failure | None], object]) -> None:
+        """
+        Send the L{prepare}d messages and acknowledge C{delivery}, all in one transaction.
+        C{report} is called exactly once, on the reactor thread, maybe before this returns:
+        with None once committed, or with a Failure of L{scbus.errors.TransportError}
+        when nothing of it was done (the delivery is still held: release it).
         """
 
 

@@ -28,6 +28,7 @@ from .errors import EncodeError, TransportError
 from .idleloops import IdleLoops
 from .interfaces import (
     IDelivery, IImmediateAck, IImmediateSend, IPauseMarks, IPrefetchHold, IReadyDeliveries, IReportedSend, ITransport,
+    ITransactionalSettle,
 )
 from .message import Message, is_wire_id
 from .reactors import running_reactor
@@ -134,6 +135,9 @@ class MainMessageBus(Service):
         self._send_reported: Callable[[Message, Callable[[Failure | None], object]], None] | None = (
             reported.send_reported if reported is not None and self._send_now is None else None
         )
+        #: A transport that writes a handler's results and its input's acknowledgement in
+        #: one transaction (exactly once inside it); None: sends, then an ack.
+        self._transactional = ITransactionalSettle(transport, None)
         self.grace_period = grace_period
         self._reactor = reactor
         self._apps: dict[str, _App] = {}
@@ -485,6 +489,8 @@ class MainMessageBus(Service):
             self._notify(app, delivery, messages)
         if not messages:
             return None
+        if delivery is not None and self._transactional is not None:
+            return self._send_with_ack(messages, app, delivery)
         if len(messages) == 1:
             if delivery is not None and self._send_reported is not None:
                 # The usual case over a broker: the delivery is settled when the transport
@@ -495,6 +501,30 @@ class MainMessageBus(Service):
         sends = [self._send_one(m, app, delivery) for m in messages]
         waiting = [d for d in sends if d is not None]
         return gatherResults(waiting, consumeErrors=True) if waiting else None
+
+    def _send_with_ack(self, messages: list[Message], app: _App, delivery: IDelivery) -> Any:
+        """
+        Results and acknowledgement in one transaction (L{ITransactionalSettle}). A result
+        that cannot be encoded is replaced by the app's error report, as on other transports.
+        """
+        transactional = self._transactional
+        assert transactional is not None
+        prepared = []
+        for message in messages:
+            try:
+                prepared.append(transactional.prepare(message))
+            except EncodeError as e:
+                report = app.bus.unsendable_report(str(e), delivery.message, message.correlation_id)
+                prepared.append(transactional.prepare(report))
+        transactional.ack_with(delivery, prepared, partial(self._acked_with, app, delivery))
+        return _REPORTED
+
+    def _acked_with(self, app: _App, delivery: IDelivery, outcome: Failure | None) -> None:
+        if outcome is None:
+            app.counters.acked += 1
+            self._finished(None, app, delivery)
+        else:
+            self._settle(outcome, app, delivery)
 
     def _notify(self, app: _App, delivery: IDelivery | None, messages: list[Message]) -> None:
         handling = queued = None

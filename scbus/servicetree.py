@@ -16,6 +16,8 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
+from .errors import StartupProblem
+
 __all__ = ["BusServiceTree"]
 
 log = Logger()
@@ -38,6 +40,17 @@ class BusServiceTree(MultiService):
         if self.transport is not None:
             self.transport.setServiceParent(self)
         bus.setServiceParent(self)
+
+    def startService(self) -> None:
+        """
+        A part that cannot start (the transport's file is unusable, say) ends start-up
+        with its one line and exit status 2, before the bus takes or sends anything.
+        """
+        try:
+            super().startService()
+        except StartupProblem as e:
+            log.error("scbus: {problem}", problem=str(e))
+            raise SystemExit(2) from None
 
     def add_listener(self, listener: IService) -> None:
         """A service that runs beside the bus (the console, an HTTP server)."""

@@ -112,6 +112,10 @@ def make_transport(config: Config, reactor: IBusReactor | None = None) -> Any:
         from .transports.amqp import AMQPTransport
 
         return AMQPTransport(config.transport.amqp, reactor, bus_name=config.bus.name)
+    if config.transport.type == "sqlite":
+        from .transports.sqlite import SQLiteTransport
+
+        return SQLiteTransport(config.transport.sqlite, reactor, bus_name=config.bus.name)
     raise ConfigError(config.source, "transport.type", f"unknown transport {config.transport.type!r}")
 
 

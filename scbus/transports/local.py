@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -27,6 +27,7 @@ from ..errors import (
 from ..interfaces import IBoundedSetAside, IDelivery, ISetAside, IImmediateAck, IImmediateSend, IReadyDeliveries, ITransport
 from ..message import HeartbeatResponseMessage, Message, Snapshot, from_snapshot, lookup, snapshot
 from ..reactors import running_reactor
+from .inprocess import InProcessControl
 from .setaside import DEAD, DEFAULT_LIMIT, UNROUTED, SetAsideMessage, SetAsideStore, replay_refusal
 
 __all__ = ["LocalTransport", "LocalDelivery"]
@@ -98,7 +99,7 @@ class _Queue:
 
 
 @implementer(ITransport, IReadyDeliveries, IImmediateSend, IImmediateAck, IBoundedSetAside)
-class LocalTransport(Service):
+class LocalTransport(InProcessControl, Service):
     """
     In-memory transport for one process; the embedded default.
 
@@ -134,7 +135,6 @@ class LocalTransport(Service):
         self.dead_letters = SetAsideStore(set_aside_limit)
         self.sent: list[Message] | None = [] if record else None
         self._stopped = False
-        self._control: Any = None
 
     def __repr__(self) -> str:
         return f"<LocalTransport queues={sorted(self._queues)}>"
@@ -241,15 +241,6 @@ class LocalTransport(Service):
 
     def buffered(self, app_name: str) -> int:
         return 0  # nothing is prefetched in memory
-
-    def serve_control(self, handler: Any) -> None:
-        self._control = handler
-
-    def ask(self, request: dict[str, Any], timeout: float) -> Deferred[list[dict[str, Any]]]:
-        """One process: the answer is a direct call (it never waits behind a queue)."""
-        if self._control is None:
-            return succeed([])
-        return maybeDeferred(self._control, request).addCallback(lambda r: [] if r is None else [r])
 
     def set_aside(self, kind: str) -> Deferred[list[ISetAside]]:
         return succeed(list(self._store(kind)))

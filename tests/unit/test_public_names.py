@@ -25,6 +25,7 @@ PUBLIC = {
         "ITransport", "IMessageTransport", "IQueueStatistics", "IControlPlane", "ISetAsideStores",
         "IDelivery", "ISetAside", "IReadyDeliveries", "IImmediateSend", "IImmediateAck", "IReportedSend",
         "IPrefetchHold", "IPauseMarks", "IIdleLease", "IIdleLeases", "IConnectionState", "IBoundedSetAside",
+        "ITransactionalSettle",
     },
     "scbus.testing": {"BusHarness", "ClockEventLoop", "SynchronousThreadPool", "ThreadClock", "result_of", "run_handler"},
     "scbus.testing.amqp": {"FakeChannel", "FakeConnection", "FakeConsumer", "connected_transport"},
