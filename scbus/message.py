@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import math
 import os
+import sys
 import time
 import types
 import typing
@@ -212,11 +213,47 @@ def _check_message(cls: type[Message]) -> Checker:
     return check
 
 
+#: What a field may be declared as, for the error refusing any other type.
+SUPPORTED_FIELD_TYPES = (
+    "int, float, str, bool, None, Any, list[T], tuple[T, ...], Sequence[T], dict[str, T], "
+    "unions of these (T | None included) and Message classes"
+)
+
+
+class _Unsupported(Exception):
+    """A part of a field's type the wire cannot carry: the part, and why when not plain."""
+
+    def __init__(self, part: Any, detail: str = "") -> None:
+        super().__init__(part, detail)
+        self.part = part
+        self.detail = detail
+
+
 def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__qualname__
+    return str(annotation).replace("typing.", "")
 
 
-def _checker_for(annotation: Any, owner: str) -> Checker:
+def _field_checker(annotation: Any, owner: str) -> Checker:
+    """
+    The checker of a field declared C{annotation} (C{owner} is C{Class.field}), or one
+    TypeError naming the field, its type and the types that travel.
+    """
+    try:
+        return _checker_for(annotation)
+    except _Unsupported as e:
+        why = [e.detail] if e.detail else []
+        if e.part is not annotation:
+            why.insert(0, f"{_type_name(e.part)} in it")
+        raise TypeError(
+            f"{owner}: field type {_type_name(annotation)} cannot travel as JSON"
+            + (f" ({': '.join(why)})" if why else "")
+            + f"; supported: {SUPPORTED_FIELD_TYPES}"
+        ) from None
+
+
+def _checker_for(annotation: Any) -> Checker:
     if annotation is Any or annotation is object:
         return _check_any
     if annotation is None or annotation is type(None):
@@ -234,25 +271,62 @@ def _checker_for(annotation: Any, owner: str) -> Checker:
     kind = _type_name(annotation)
     if origin in (list, tuple, collections.abc.Sequence):
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            raise TypeError(f"{owner}: only tuple[T, ...] is supported, not {kind}")
-        return _check_list(_checker_for(args[0], owner) if args else _check_any, kind)
+            raise _Unsupported(annotation, "a tuple must be tuple[T, ...]")
+        return _check_list(_checker_for(args[0]) if args else _check_any, kind)
     if origin is dict:
         if args and args[0] is not str:
-            raise TypeError(f"{owner}: dict keys must be str on the wire, not {kind}")
-        return _check_dict(_checker_for(args[1], owner) if args else _check_any, kind)
+            raise _Unsupported(annotation, "dict keys must be str")
+        return _check_dict(_checker_for(args[1]) if args else _check_any, kind)
     if origin is Union or origin is types.UnionType:
         others = [a for a in args if a is not type(None)]
         if len(others) == 1 and len(args) == 2:
-            return _check_optional(_checker_for(others[0], owner))
-        return _check_union([_checker_for(a, owner) for a in args], kind)
+            return _check_optional(_checker_for(others[0]))
+        return _check_union([_checker_for(a) for a in args], kind)
     if annotation is list:
         return _check_list(_check_any, "list")
     if annotation is dict:
         return _check_dict(_check_any, "dict")
-    raise TypeError(
-        f"{owner}: field type {kind} cannot travel as JSON; use int, float, str, bool, "
-        "None, Any, list[...], dict[str, ...], a union of these, or a Message class"
-    )
+    raise _Unsupported(annotation)
+
+
+class _Annotations:
+    """One field's annotation, for C{typing.get_type_hints} to evaluate on its own."""
+
+    def __init__(self, name: str, annotation: Any) -> None:
+        self.__annotations__ = {name: annotation}
+
+
+def _field_hints(cls: type[Message]) -> tuple[dict[str, Any], dict[str, Exception]]:
+    """
+    Each field's type, evaluated where it was written: its class's module, that class's
+    own name included (in its class statement the name is not bound yet). Fields whose
+    type names something not defined yet come apart, with the NameError.
+    """
+    names = {f.name for f in dataclasses.fields(cls)} - _ENVELOPE_FIELDS
+    hints: dict[str, Any] = {}
+    unresolved: dict[str, Exception] = {}
+    for base in reversed(cls.__mro__):
+        annotations = base.__dict__.get("__annotations__", {})
+        mine = names.intersection(annotations)
+        if not mine:
+            continue
+        module = sys.modules.get(base.__module__)
+        class_names = dict(vars(base))
+        names_in_scope = collections.ChainMap({base.__name__: base}, vars(module) if module else {})
+        for name in mine:
+            hints.pop(name, None)
+            unresolved.pop(name, None)
+            try:
+                hints[name] = typing.get_type_hints(
+                    _Annotations(name, annotations[name]), class_names, names_in_scope
+                )[name]
+            except NameError as e:
+                unresolved[name] = e
+            except Exception as e:
+                raise TypeError(
+                    f"{cls.__qualname__}.{name}: field type {annotations[name]!r} cannot be read: {e}"
+                ) from None
+    return hints, unresolved
 
 
 def _to_json(value: Any) -> Any:
@@ -267,13 +341,14 @@ def _to_json(value: Any) -> Any:
 
 
 class _Plan:
-    """Per-class field plan, built on first use so forward references can resolve."""
+    """
+    Per-class field plan: built when the class is defined, or on first use when a field's
+    type names a class defined further down (see L{_check_definition}).
+    """
 
     __slots__ = ("fields", "checks", "required", "needs_conversion", "flat")
 
-    def __init__(self, cls: type[Message]) -> None:
-        hints = typing.get_type_hints(cls)
-        owner = cls.__qualname__
+    def __init__(self, cls: type[Message], hints: dict[str, Any], checkers: dict[str, Checker]) -> None:
         self.fields: list[tuple[str, Checker]] = []
         #: (name, the one type its checker passes through unchanged or None, checker):
         #: a value of exactly that type needs no call.
@@ -285,7 +360,7 @@ class _Plan:
             if f.name in _ENVELOPE_FIELDS:
                 continue
             annotation = hints[f.name]
-            check = _checker_for(annotation, f"{owner}.{f.name}")
+            check = checkers[f.name]
             self.fields.append((f.name, check))
             self.checks.append((f.name, annotation if annotation in _UNCHANGED else None, check))
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -313,9 +388,41 @@ _ABSENT = object()
 def _plan(cls: type[Message]) -> _Plan:
     plan = cls.__dict__.get("_scbus_plan")
     if plan is None:
-        plan = _Plan(cls)
+        hints, unresolved = _field_hints(cls)
+        if unresolved:
+            name, error = next(iter(unresolved.items()))
+            raise NameError(f"{cls.__qualname__}.{name}: field type: {error}")
+        plan = _Plan(cls, hints, _checkers(cls, hints))
         setattr(cls, "_scbus_plan", plan)  # noqa: B010 - per class, not inherited
     return plan
+
+
+def _checkers(cls: type[Message], hints: dict[str, Any]) -> dict[str, Checker]:
+    return {name: _field_checker(annotation, f"{cls.__qualname__}.{name}") for name, annotation in hints.items()}
+
+
+def _check_definition(cls: type[Message]) -> None:
+    """
+    Refuse, as the class is defined, a field the wire cannot carry: a type that does not
+    travel, a default that does not fit its type, a field left out of __init__ with no
+    default. The plan is built now too, unless a field's type names a class defined
+    further down: that field is checked on first use.
+    """
+    owner = cls.__qualname__
+    hints, unresolved = _field_hints(cls)
+    checkers = _checkers(cls, hints)
+    for f in dataclasses.fields(cls):
+        if f.name in _ENVELOPE_FIELDS:
+            continue
+        if not f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"{owner}.{f.name}: a field with init=False needs a default (every field travels)")
+        if f.default is not dataclasses.MISSING and f.name in checkers:
+            try:
+                checkers[f.name](f.default, f.name)
+            except FieldTypeError as e:
+                raise TypeError(f"{owner}: the default of {e}") from None
+    if not unresolved:
+        setattr(cls, "_scbus_plan", _Plan(cls, hints, checkers))  # noqa: B010 - per class
 
 
 # --- the base class -------------------------------------------------------------------
@@ -352,6 +459,7 @@ class Message:
                 f"{cls.__qualname__}: field name(s) {sorted(clash)} are reserved for the envelope"
             )
         dataclasses.dataclass(kw_only=True)(cls)
+        _check_definition(cls)
         name = wire_name or f"{cls.__module__}.{cls.__qualname__}"
         size = _utf8_size(name)
         if size is None or size > MAX_WIRE_NAME_BYTES:
