@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 MESSAGES = '''
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import field
 
 from scbus import Message
@@ -46,7 +47,7 @@ class PriorityOrder(Order, wire_name="shop.PriorityOrder"):
 
 class Shipped(Message, wire_name="shop.Shipped"):
     order: Order
-    parcels: list[int] = field(default_factory=list)
+    parcels: list[int] = dataclasses.field(default_factory=list)
 
 
 class Unnamed(Message):
@@ -109,6 +110,8 @@ def exercise() -> list[Shipped]:
 MISTAKES = '''
 from __future__ import annotations
 
+from dataclasses import field
+
 from scbus import Message
 
 from shop.messages import Order, PriorityOrder, Shipped
@@ -128,6 +131,11 @@ order.qyt = 5  # E: "Order" has no attribute "qyt"
 order.wire_name = "other"  # E: Cannot assign to class variable "wire_name" via instance
 order.id = None  # E: Incompatible types in assignment (expression has type "None", variable has type "str")
 print(order.sku.upper(), order.qty.upper())  # E: "int" has no attribute "upper"
+
+
+class WrongDefault(Message, wire_name="shop.WrongDefault"):
+    qty: int = "one"  # E: Incompatible types in assignment (expression has type "str", variable has type "int")
+    tags: list[str] = field(default_factory=dict)  # E: Argument "default_factory" to "field" has incompatible type
 
 
 class Clash(Message, wire_name=3):  # E: Argument "wire_name" to "__init_subclass__" of "Message" has incompatible type "int"; expected "str | None"
@@ -287,6 +295,9 @@ def test_the_py_typed_marker_is_what_makes_mypy_read_scbus(wheel, tmp_path):
     errors = reported_errors(run_mypy(project, python))
     untyped = [e for found in errors.values() for e in found if "missing library stubs or py.typed marker" in e]
     assert untyped, errors
-    # Without it scbus is Any: wire_name= is refused as object's, no mistake is caught.
+    # Without it scbus is Any: wire_name= is refused as object's, and no mistake made
+    # with Order is caught.
     assert any('Unexpected keyword argument "wire_name"' in e for found in errors.values() for e in found)
-    assert not any(where[0] == "shop/mistakes.py" and "incompatible type" in " ".join(found) for where, found in errors.items())
+    caught_with_marker = [where for where, texts in expected_errors(project).items() if '"Order"' in " ".join(texts)]
+    assert len(caught_with_marker) >= 5
+    assert not [errors[where] for where in caught_with_marker if where in errors]
