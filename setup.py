@@ -15,7 +15,9 @@ setup(
     # find_packages() cannot see twisted.plugins (no __init__.py, on purpose: one would
     # hide the plugin), so it is listed by name.
     packages=find_packages(include=["scbus", "scbus.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["scbus_plugin.py"], "scbus.web": ["static/*"]},
+    # py.typed: type checkers read scbus's own annotations (PEP 561), so a user's
+    # project checks its messages' fields and the handlers' types.
+    package_data={"scbus": ["py.typed"], "twisted.plugins": ["scbus_plugin.py"], "scbus.web": ["static/*"]},
     install_requires=["Twisted>=24.7", "zope.interface>=6", "pika>=1.4,<2", "prometheus-client>=0.17"],
     extras_require={
         "ssh": ["Twisted[conch]>=24.7"],

@@ -3,8 +3,9 @@ Messages: typed, JSON-shaped data classes with a stable wire name.
 
 Every subclass of L{Message} becomes a keyword-only dataclass and is registered under its
 wire name, so a body read off the wire can be turned back into the right class. Field
-values are checked against their annotations when a message is built and when it is
-decoded, so a bad message is caught where it is made rather than where it is read.
+types are checked when the class is defined (only what JSON carries); values against
+them when a message is built, when a field is assigned and when a message is decoded, so
+a bad message is caught where it is made rather than where it is read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import itertools
 import math
 import os
+import sys
 import time
 import types
 import typing
@@ -212,11 +214,47 @@ def _check_message(cls: type[Message]) -> Checker:
     return check
 
 
+#: What a field may be declared as, for the error refusing any other type.
+SUPPORTED_FIELD_TYPES = (
+    "int, float, str, bool, None, Any, list[T], tuple[T, ...], Sequence[T], dict[str, T], "
+    "unions of these (T | None included) and Message classes"
+)
+
+
+class _Unsupported(Exception):
+    """A part of a field's type the wire cannot carry: the part, and why when not plain."""
+
+    def __init__(self, part: Any, detail: str = "") -> None:
+        super().__init__(part, detail)
+        self.part = part
+        self.detail = detail
+
+
 def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__qualname__
+    return str(annotation).replace("typing.", "")
 
 
-def _checker_for(annotation: Any, owner: str) -> Checker:
+def _field_checker(annotation: Any, owner: str) -> Checker:
+    """
+    The checker of a field declared C{annotation} (C{owner} is C{Class.field}), or one
+    TypeError naming the field, its type and the types that travel.
+    """
+    try:
+        return _checker_for(annotation)
+    except _Unsupported as e:
+        why = [e.detail] if e.detail else []
+        if e.part is not annotation:
+            why.insert(0, f"{_type_name(e.part)} in it")
+        raise TypeError(
+            f"{owner}: field type {_type_name(annotation)} cannot travel as JSON"
+            + (f" ({': '.join(why)})" if why else "")
+            + f"; supported: {SUPPORTED_FIELD_TYPES}"
+        ) from None
+
+
+def _checker_for(annotation: Any) -> Checker:
     if annotation is Any or annotation is object:
         return _check_any
     if annotation is None or annotation is type(None):
@@ -234,25 +272,62 @@ def _checker_for(annotation: Any, owner: str) -> Checker:
     kind = _type_name(annotation)
     if origin in (list, tuple, collections.abc.Sequence):
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            raise TypeError(f"{owner}: only tuple[T, ...] is supported, not {kind}")
-        return _check_list(_checker_for(args[0], owner) if args else _check_any, kind)
+            raise _Unsupported(annotation, "a tuple must be tuple[T, ...]")
+        return _check_list(_checker_for(args[0]) if args else _check_any, kind)
     if origin is dict:
         if args and args[0] is not str:
-            raise TypeError(f"{owner}: dict keys must be str on the wire, not {kind}")
-        return _check_dict(_checker_for(args[1], owner) if args else _check_any, kind)
+            raise _Unsupported(annotation, "dict keys must be str")
+        return _check_dict(_checker_for(args[1]) if args else _check_any, kind)
     if origin is Union or origin is types.UnionType:
         others = [a for a in args if a is not type(None)]
         if len(others) == 1 and len(args) == 2:
-            return _check_optional(_checker_for(others[0], owner))
-        return _check_union([_checker_for(a, owner) for a in args], kind)
+            return _check_optional(_checker_for(others[0]))
+        return _check_union([_checker_for(a) for a in args], kind)
     if annotation is list:
         return _check_list(_check_any, "list")
     if annotation is dict:
         return _check_dict(_check_any, "dict")
-    raise TypeError(
-        f"{owner}: field type {kind} cannot travel as JSON; use int, float, str, bool, "
-        "None, Any, list[...], dict[str, ...], a union of these, or a Message class"
-    )
+    raise _Unsupported(annotation)
+
+
+class _Annotations:
+    """One field's annotation, for C{typing.get_type_hints} to evaluate on its own."""
+
+    def __init__(self, name: str, annotation: Any) -> None:
+        self.__annotations__ = {name: annotation}
+
+
+def _field_hints(cls: type[Message]) -> tuple[dict[str, Any], dict[str, Exception]]:
+    """
+    Each field's type, evaluated where it was written: its class's module, that class's
+    own name included (in its class statement the name is not bound yet). Fields whose
+    type names something not defined yet come apart, with the NameError.
+    """
+    names = {f.name for f in dataclasses.fields(cls)} - _ENVELOPE_FIELDS
+    hints: dict[str, Any] = {}
+    unresolved: dict[str, Exception] = {}
+    for base in reversed(cls.__mro__):
+        annotations = base.__dict__.get("__annotations__", {})
+        mine = names.intersection(annotations)
+        if not mine:
+            continue
+        module = sys.modules.get(base.__module__)
+        class_names = dict(vars(base))
+        names_in_scope = collections.ChainMap({base.__name__: base}, vars(module) if module else {})
+        for name in mine:
+            hints.pop(name, None)
+            unresolved.pop(name, None)
+            try:
+                hints[name] = typing.get_type_hints(
+                    _Annotations(name, annotations[name]), class_names, names_in_scope
+                )[name]
+            except NameError as e:
+                unresolved[name] = e
+            except Exception as e:
+                raise TypeError(
+                    f"{cls.__qualname__}.{name}: field type {annotations[name]!r} cannot be read: {e}"
+                ) from None
+    return hints, unresolved
 
 
 def _to_json(value: Any) -> Any:
@@ -267,13 +342,14 @@ def _to_json(value: Any) -> Any:
 
 
 class _Plan:
-    """Per-class field plan, built on first use so forward references can resolve."""
+    """
+    Per-class field plan: built when the class is defined, or on first use when a field's
+    type names a class defined further down (see L{_check_definition}).
+    """
 
-    __slots__ = ("fields", "checks", "required", "needs_conversion", "flat")
+    __slots__ = ("fields", "by_name", "checks", "required", "needs_conversion", "flat")
 
-    def __init__(self, cls: type[Message]) -> None:
-        hints = typing.get_type_hints(cls)
-        owner = cls.__qualname__
+    def __init__(self, cls: type[Message], hints: dict[str, Any], checkers: dict[str, Checker]) -> None:
         self.fields: list[tuple[str, Checker]] = []
         #: (name, the one type its checker passes through unchanged or None, checker):
         #: a value of exactly that type needs no call.
@@ -285,13 +361,14 @@ class _Plan:
             if f.name in _ENVELOPE_FIELDS:
                 continue
             annotation = hints[f.name]
-            check = _checker_for(annotation, f"{owner}.{f.name}")
+            check = checkers[f.name]
             self.fields.append((f.name, check))
             self.checks.append((f.name, annotation if annotation in _UNCHANGED else None, check))
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.required.add(f.name)
             if annotation not in plain:
                 self.needs_conversion.append(f.name)
+        self.by_name = dict(self.fields)
         #: (name, type) of every field when each is declared int, str, bool or float:
         #: values of exactly those types come back from JSON as they were (see snapshot).
         #: None too for a class with its own to_dict: its body is not just these values.
@@ -313,9 +390,41 @@ _ABSENT = object()
 def _plan(cls: type[Message]) -> _Plan:
     plan = cls.__dict__.get("_scbus_plan")
     if plan is None:
-        plan = _Plan(cls)
+        hints, unresolved = _field_hints(cls)
+        if unresolved:
+            name, error = next(iter(unresolved.items()))
+            raise NameError(f"{cls.__qualname__}.{name}: field type: {error}")
+        plan = _Plan(cls, hints, _checkers(cls, hints))
         setattr(cls, "_scbus_plan", plan)  # noqa: B010 - per class, not inherited
     return plan
+
+
+def _checkers(cls: type[Message], hints: dict[str, Any]) -> dict[str, Checker]:
+    return {name: _field_checker(annotation, f"{cls.__qualname__}.{name}") for name, annotation in hints.items()}
+
+
+def _check_definition(cls: type[Message]) -> None:
+    """
+    Refuse, as the class is defined, a field the wire cannot carry: a type that does not
+    travel, a default that does not fit its type, a field left out of __init__ with no
+    default. The plan is built now too, unless a field's type names a class defined
+    further down: that field is checked on first use.
+    """
+    owner = cls.__qualname__
+    hints, unresolved = _field_hints(cls)
+    checkers = _checkers(cls, hints)
+    for f in dataclasses.fields(cls):
+        if f.name in _ENVELOPE_FIELDS:
+            continue
+        if not f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"{owner}.{f.name}: a field with init=False needs a default (every field travels)")
+        if f.default is not dataclasses.MISSING and f.name in checkers:
+            try:
+                checkers[f.name](f.default, f.name)
+            except FieldTypeError as e:
+                raise TypeError(f"{owner}: the default of {e}") from None
+    if not unresolved:
+        setattr(cls, "_scbus_plan", _Plan(cls, hints, checkers))  # noqa: B010 - per class
 
 
 # --- the base class -------------------------------------------------------------------
@@ -336,6 +445,9 @@ class Message:
     statement to keep it stable across refactors (C{class Tick(Message, wire_name="clock.Tick")}).
     C{id}, C{created_at} (Unix time) and C{correlation_id} are set for you; the bus copies a
     handled message's correlation id (or its id) onto the messages its handler returns.
+    Defaults are written as in a dataclass, with C{dataclasses.field} for a default
+    factory (C{tags: list[str] = field(default_factory=list)}). An assigned field is
+    checked as at construction; a name that is no field is refused.
     """
 
     wire_name: ClassVar[str] = "scbus.Message"
@@ -351,7 +463,11 @@ class Message:
             raise TypeError(
                 f"{cls.__qualname__}: field name(s) {sorted(clash)} are reserved for the envelope"
             )
+        own_init = "__init__" in cls.__dict__
         dataclasses.dataclass(kw_only=True)(cls)
+        _check_definition(cls)
+        if not own_init:
+            setattr(cls, "__init__", _storing_init(cls))  # noqa: B010 - replaces the dataclass's
         name = wire_name or f"{cls.__module__}.{cls.__qualname__}"
         size = _utf8_size(name)
         if size is None or size > MAX_WIRE_NAME_BYTES:
@@ -617,6 +733,140 @@ def _defaults(cls: type[Message]) -> dict[str, Callable[[], Any]]:
         setattr(cls, "_scbus_defaults", cached)  # noqa: B010 - per class, not inherited
     return cached
 
+
+# --- assignment -------------------------------------------------------------------------
+#
+# Messages are mutable, not frozen: each receiver gets its own copy (built from values
+# or decoded), so a handler changing its input changes nobody else's, and the bus sets
+# the correlation id on the messages a handler returns without copying them. A field
+# assigned after construction is checked as the constructor checks it, so a message
+# holds values of its declared types at all times. The constructor stores straight into
+# the instance's dict, with the checks inlined, so construction costs no call per field.
+# The envelope's fields are checked when a message is built and decoded, and again by
+# codec.encode (see envelope_problem), not on each assignment: the bus assigns them.
+
+class _Factory:
+    """Stands for a field with a default factory that was not given to __init__."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_NOT_GIVEN = _Factory()
+
+
+def _storing_init(cls: type[Message]) -> Callable[..., None]:
+    """
+    The dataclass's __init__ for C{cls} (same parameters, defaults and factories), storing
+    into the instance's dict instead of through the checked __setattr__. With the class's
+    plan known, it checks the values itself, as Message.__post_init__ would, with no call
+    for a value of exactly its declared plain type, and calls __post_init__ only when it
+    is not Message's (whose checks are done). Without the plan (a field naming a class
+    defined further down), it calls __post_init__, which checks.
+    """
+    plan = cls.__dict__.get("_scbus_plan")
+    namespace: dict[str, Any] = {
+        "__scbus_not_given__": _NOT_GIVEN, "__scbus_fits__": _fits,
+        "__scbus_checked_envelope__": _checked_envelope, "__scbus_field_type_error__": FieldTypeError,
+    }
+    positional: list[str] = []
+    keyword: list[str] = []
+    lines: list[str] = []
+    fields = dataclasses.fields(cls)
+    for i, f in enumerate(fields):
+        default, factory = f"__scbus_default_{i}__", f"__scbus_factory_{i}__"
+        namespace[default], namespace[factory] = f.default, f.default_factory
+        has_factory = f.default_factory is not dataclasses.MISSING
+        if not f.init:
+            lines.append(f"{f.name} = {factory + '()' if has_factory else default}")
+        elif has_factory:
+            (keyword if f.kw_only else positional).append(f"{f.name}=__scbus_not_given__")
+            lines.append(f"if {f.name} is __scbus_not_given__: {f.name} = {factory}()")
+        else:
+            has_default = f.default is not dataclasses.MISSING
+            (keyword if f.kw_only else positional).append(f"{f.name}={default}" if has_default else f.name)
+    if plan is not None:
+        lines += _inline_checks(cls, plan, namespace)
+    lines.append("__scbus_values__ = __scbus_self__.__dict__")
+    lines += [f"__scbus_values__[{f.name!r}] = {f.name}" for f in fields]
+    if plan is None:
+        lines.append("__scbus_self__.__post_init__()")
+    else:  # looked up at each call, as the dataclass's __init__ does (it may be patched)
+        namespace["__scbus_checks_only__"] = Message.__post_init__
+        lines += [
+            "if type(__scbus_self__).__post_init__ is not __scbus_checks_only__:",
+            "    __scbus_self__.__post_init__()",
+        ]
+    parameters = ", ".join(["__scbus_self__", *positional, *(["*", *keyword] if keyword else [])])
+    source = f"def __init__({parameters}):\n" + "".join(f"    {line}\n" for line in lines)
+    exec(source, namespace)  # noqa: S102 - field names only, each an identifier
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = {f.name: f.type for f in fields if f.init} | {"return": None}
+    return init
+
+
+def _inline_checks(cls: type[Message], plan: _Plan, namespace: dict[str, Any]) -> list[str]:
+    """Message.__post_init__'s checks as lines of a generated __init__, on its local names."""
+    lines = [
+        "if not __scbus_fits__(id, created_at, correlation_id):",
+        "    id, created_at, correlation_id = __scbus_checked_envelope__("
+        "__scbus_self__.wire_name, id, created_at, correlation_id)",
+    ]
+    if not plan.fields:
+        return lines
+    lines.append("try:")
+    for i, (name, unchanged, _) in enumerate(plan.checks):
+        namespace[f"__scbus_check_{i}__"] = plan.by_name[name]
+        call = f"{name} = __scbus_check_{i}__({name}, {name!r})"
+        if unchanged is None:
+            lines.append(f"    {call}")
+        else:
+            namespace[f"__scbus_type_{i}__"] = unchanged
+            lines.append(f"    if type({name}) is not __scbus_type_{i}__: {call}")
+    lines += [
+        "except __scbus_field_type_error__ as __scbus_error__:",
+        f"    raise __scbus_field_type_error__({cls.__qualname__ + ': '!r} + str(__scbus_error__)) from None",
+    ]
+    return lines
+
+
+def _checked_setattr(message: Message, name: str, value: Any) -> None:
+    """Message.__setattr__: a field's value checked as the constructor checks it."""
+    if name in _ENVELOPE_FIELDS:
+        message.__dict__[name] = value
+        return
+    cls = type(message)
+    plan = cls.__dict__.get("_scbus_plan") or _plan(cls)
+    check = plan.by_name.get(name)
+    if check is not None:
+        try:
+            message.__dict__[name] = check(value, name)
+        except FieldTypeError as e:
+            raise FieldTypeError(f"{cls.__qualname__}: {e}") from None
+    elif name.startswith("_") or hasattr(getattr(cls, name, None), "__set__"):
+        object.__setattr__(message, name, value)  # private state, a property's setter
+    else:
+        raise AttributeError(
+            f"{cls.__qualname__} has no field {name!r}; its fields: "
+            + ", ".join([*plan.by_name, "id", "created_at", "correlation_id"])
+        )
+
+
+def _checked_delattr(message: Message, name: str) -> None:
+    """Message.__delattr__: every field travels, so none can be deleted."""
+    cls = type(message)
+    if name in _ENVELOPE_FIELDS or name in (cls.__dict__.get("_scbus_plan") or _plan(cls)).by_name:
+        raise AttributeError(f"{cls.__qualname__}.{name} is a field: it cannot be deleted")
+    object.__delattr__(message, name)
+
+
+# Installed after the class statement, where type checkers do not look: declared in it,
+# a __setattr__ would make them accept any attribute name.
+Message.__setattr__ = _checked_setattr  # type: ignore[method-assign,assignment]
+Message.__delattr__ = _checked_delattr  # type: ignore[method-assign,assignment]
+Message.__init__ = _storing_init(Message)  # type: ignore[method-assign]
 
 _ENVELOPE_FIELDS = frozenset({"id", "created_at", "correlation_id"})
 Message.wire_name = "scbus.Message"
