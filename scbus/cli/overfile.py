@@ -188,13 +188,9 @@ def ping(config: Config, args: argparse.Namespace) -> int:
 
 
 def pause_or_resume(config: Config, args: argparse.Namespace, paused: bool) -> int:
+    """The mark in the file (a bus that starts obeys it), then the running bus told over HTTP if it can be."""
     if args.app not in config.apps:
         raise Refused(f"{config.source}: apps.{args.app}: the config has no app {args.app!r}", EXIT_CONFIG)
-    held, _pid = live_bus(config)
-    if held and config.http.port is not None:
-        from .overhttp import pause_or_resume as over_http
-
-        return over_http(config, args, paused)
     from ..pausing import summary  # (imports Twisted: only here)
 
     import socket
@@ -205,8 +201,14 @@ def pause_or_resume(config: Config, args: argparse.Namespace, paused: bool) -> i
         _write(store, lambda s: s.mark_paused(args.app, paused, by))
     finally:
         store.connection.close()
-    note = _held_note(config)
-    print(summary(args.app, paused, [], kept=f"in {_path(config)}"))
+    held, _pid = live_bus(config)
+    told = []
+    if held and config.http.port is not None:
+        from .overhttp import tell_pause
+
+        told = [{"app": args.app, "process": tell_pause(config, args, paused)}]
+    print(summary(args.app, paused, told, kept=f"in {_path(config)}"))
+    note = _held_note(config) if not told else None
     if note is not None:
         print(f"  (not told to the running bus: {note}; set [http] port to {'pause' if paused else 'resume'} it now)")
     return 0

@@ -16,7 +16,7 @@ import sys
 import time
 
 from ..sqlite_chain import config_text, done_count, prepare
-from .conftest import ROOT
+from .conftest import ROOT, free_port, wait_for_log
 from .test_sqlite_twistd import wait_until
 
 
@@ -128,8 +128,9 @@ def test_pause_and_resume_write_the_mark_a_starting_bus_obeys(tmp_path, run_twis
     assert [app for app, _by in rows(db, "SELECT app, paused_by FROM pauses")] == ["collector", "errors", "first"]
     assert scbus("publish", "--config", config, "chain.Job", '{"n": 1}').returncode == 0
     bus = run_twistd(str(tmp_path), config)
-    wait_until(lambda: "first" in bus.log() and "paused" in bus.log(), bus, what="first to start paused")
-    time.sleep(1.0)
+    wait_until(lambda: "first: paused" in bus.log(), bus, what="first to start paused")
+    wait_until(lambda: "second: subscribed" in bus.log() or "second: consuming" in bus.log(), bus, timeout=10,
+               what="the other apps to start")
     assert done_count(db) == 0 and rows(db, "SELECT ready FROM queues WHERE name = 'first'") == [(1,)]
     assert bus.terminate() == -signal.SIGTERM
     resumed = scbus("resume", "first", "--config", config)
@@ -156,3 +157,38 @@ def test_a_bad_file_is_one_line_and_exit_2_and_consume_is_refused(tmp_path):
     (tmp_path / "chain.db").unlink()
     missing = scbus("set-aside", "--config", config, "list", "dead")
     assert missing.returncode == 2 and "does not exist: no bus has used it yet" in missing.stderr, missing
+
+
+TOKEN = "cli-sqlite-token"
+
+
+def test_while_a_bus_runs_the_writing_verbs_use_its_http_endpoint(tmp_path, run_twistd, monkeypatch):
+    db, config = chain(tmp_path)
+    port = free_port()
+    with open(config, "a") as f:
+        f.write(f'\n[http]\nport = {port}\ntoken_env = "SCBUS_TEST_SQLITE_TOKEN"\n')
+    monkeypatch.setenv("SCBUS_TEST_SQLITE_TOKEN", TOKEN)
+    bus = run_twistd(str(tmp_path), config)
+    wait_for_log(bus, "the status page is at", timeout=30)
+    wait_until(lambda: json.loads(scbus("status", "--config", config, "--json").stdout)["live"], bus, what="the lock")
+    out = scbus("publish", "--config", config, "chain.Job", '{"n": 5}')
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: done_count(db) == 1, bus, what="the Job published while it runs to be handled")
+    paused = scbus("pause", "first", "--config", config)
+    assert paused.returncode == 0 and "paused in 1 process(es)" in paused.stdout, paused
+    wait_for_log(bus, "first: paused", timeout=30)
+    assert ("first",) in rows(db, "SELECT app FROM pauses")
+    assert bus.terminate() == -signal.SIGTERM
+
+
+def test_while_a_bus_runs_without_http_publish_says_when_it_is_taken(tmp_path, run_twistd):
+    db, config = chain(tmp_path)
+    bus = run_twistd(str(tmp_path), config)
+    wait_until(lambda: json.loads(scbus("status", "--config", config, "--json").stdout)["live"], bus, what="the lock")
+    out = scbus("publish", "--config", config, "chain.Job", '{"n": 5}')
+    assert out.returncode == 0 and "reads this at its next start" in out.stderr, out
+    assert rows(db, "SELECT count(*) FROM messages JOIN queues ON queues.id = messages.queue WHERE name = 'first'") == [(1,)]
+    assert bus.terminate() == -signal.SIGTERM
+    again = run_twistd(str(tmp_path), config)
+    wait_until(lambda: done_count(db) == 1, again, what="the Job to be handled at the next start")
+    assert again.terminate() == -signal.SIGTERM
