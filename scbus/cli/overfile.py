@@ -8,9 +8,9 @@ never kept.
 
 A running bus reads routes and pause marks at its start, and claims rows another program
 writes only when it next looks at that queue (its own writes or its restart). So while a
-bus holds the file, publish, replay, pause and resume go through its HTTP endpoint when
-the config has one; without one they are written to the file, and the line printed says
-when the bus takes them.
+bus holds the file, publish and replay go through its HTTP endpoint when the config has
+one, and pause and resume write the mark and then tell the bus through it; without one
+they are written to the file, and the line printed says when the bus takes them.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _router(store: Any, config: Config) -> Any:
 
 
 def _held_note(config: Config) -> str | None:
-    """When a bus holds the file: a refusal if its HTTP endpoint should be used, else a note."""
+    """When a bus holds the file: the note saying when it takes what was written (else None)."""
     held, pid = live_bus(config)
     if not held:
         return None
