@@ -25,8 +25,7 @@ def pause_everywhere(bus: Any, app: str, paused: bool, timeout: float = 2.0) -> 
     marks = IPauseMarks(transport, None)  # in memory there is one process
     d: Deferred[Any] = marks.mark_paused(app, paused) if marks is not None else succeed(None)
     d.addCallback(lambda _: transport.ask({"op": "pause" if paused else "resume", "app": app}, timeout))
-    path = getattr(transport, "path", None)  # the SQLite transport keeps its marks in its file
-    kept = f"in {path}" if isinstance(path, str) else "on the broker"
+    kept = "by the transport (on the broker, or in the SQLite file)"
     return d.addCallback(lambda answers: summary(app, paused, answers, marked=marks is not None, kept=kept))
 
 

@@ -191,8 +191,7 @@ class BusWeb(Resource):
     def ready(self, request: Request) -> Answer:
         not_ready = []
         if not transport_connected(self.bus.transport):
-            problem = getattr(self.bus.transport, "problem", None)  # the SQLite transport says why
-            not_ready.append(f"transport: not connected ({problem})" if isinstance(problem, str) else "transport: not connected")
+            not_ready.append("transport: not connected")
         states = self.bus.readiness()
         for name, state in sorted(states.items()):
             if state not in ("consuming", "paused"):
