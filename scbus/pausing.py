@@ -1,5 +1,6 @@
 """
-Pausing an app in every process that runs it: the pause is marked on the broker (for
+Pausing an app in every process that runs it: the pause is marked where the transport
+keeps it (the broker, the SQLite file) (for
 processes that start later) and then announced over the control plane (for those
 running now). Used by the console's C{pause(app, everywhere=True)}; the C{scbus pause}
 command does the same with a blocking client.
@@ -24,16 +25,20 @@ def pause_everywhere(bus: Any, app: str, paused: bool, timeout: float = 2.0) -> 
     marks = IPauseMarks(transport, None)  # in memory there is one process
     d: Deferred[Any] = marks.mark_paused(app, paused) if marks is not None else succeed(None)
     d.addCallback(lambda _: transport.ask({"op": "pause" if paused else "resume", "app": app}, timeout))
-    return d.addCallback(lambda answers: summary(app, paused, answers, marked=marks is not None))
+    kept = "by the transport (on the broker, or in the SQLite file)"
+    return d.addCallback(lambda answers: summary(app, paused, answers, marked=marks is not None, kept=kept))
 
 
-def summary(app: str, paused: bool, answers: list[dict[str, Any]], *, marked: bool = True) -> str:
+def summary(
+    app: str, paused: bool, answers: list[dict[str, Any]], *, marked: bool = True, kept: str = "on the broker"
+) -> str:
+    """Who was told, and (C{marked}) where the mark is kept for processes that start later."""
     verb = "paused" if paused else "resumed"
     processes = sorted(a["process"] for a in answers if isinstance(a, dict) and a.get("app") == app)
     lines = [f"{app}: {verb} in {len(processes)} process(es)"]
     lines += [f"  {p}" for p in processes]
     if marked:
         lines.append(
-            f"  (kept on the broker: processes that start now start {'paused' if paused else 'running'})"
+            f"  (kept {kept}: processes that start now start {'paused' if paused else 'running'})"
         )
     return "\n".join(lines)

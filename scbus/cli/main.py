@@ -11,8 +11,8 @@ The C{scbus} command: small operator tools beside the twistd plugin.
   scbus resume APP --config FILE      resume it everywhere
 
 Over RabbitMQ they ask every process on the control plane; on the in-memory transport
-they go through the bus's HTTP endpoint (commands/reach.py says which verb goes which
-way). status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2
+they go through the bus's HTTP endpoint; on SQLite they read and write the file itself
+(cli/reach.py says which verb goes which way). status and ping exit with 0 (healthy / answered), 1 (a problem or no answer), 2
 (bad config) or 3 (broker or bus unreachable), so they can serve as health checks.
 """
 
@@ -138,7 +138,7 @@ def _by_transport(verb: str, over_broker: Callable[[argparse.Namespace], int]) -
 
     def run(args: argparse.Namespace) -> int:
         from .common import Refused, run_refusing
-        from .reach import HTTP, reach
+        from .reach import FILE, HTTP, reach
         from ..config import load_config
 
         try:
@@ -150,6 +150,16 @@ def _by_transport(verb: str, over_broker: Callable[[argparse.Namespace], int]) -
         except Refused as e:
             print(f"scbus: {e}", file=sys.stderr)
             return e.status
+        if way == FILE:
+            from . import overfile
+
+            over_file: dict[str, Callable[[argparse.Namespace], int]] = {
+                "status": lambda a: overfile.status(config, a),
+                "ping": lambda a: overfile.ping(config, a),
+                "pause": lambda a: overfile.pause_or_resume(config, a, True),
+                "resume": lambda a: overfile.pause_or_resume(config, a, False),
+            }
+            return run_refusing(over_file[verb], args)
         if way != HTTP:
             return over_broker(args)
         from . import overhttp

@@ -16,7 +16,7 @@ from ..config import Config
 from .common import EXIT_BROKER, EXIT_CONFIG, Refused
 from .reach import BusEndpoint
 
-__all__ = ["status", "ping", "pause_or_resume", "set_aside"]
+__all__ = ["status", "ping", "pause_or_resume", "tell_pause", "set_aside"]
 
 
 def _status_json(endpoint: BusEndpoint) -> dict[str, Any]:
@@ -75,15 +75,21 @@ def ping(config: Config, args: argparse.Namespace) -> int:
 
 
 def pause_or_resume(config: Config, args: argparse.Namespace, paused: bool) -> int:
+    process = tell_pause(config, args, paused)
+    verb = "pause" if paused else "resume"
+    print(f"{args.app}: {verb}d in 1 process(es)\n  {process}\n  (in memory: until that process restarts)")
+    return 0
+
+
+def tell_pause(config: Config, args: argparse.Namespace, paused: bool) -> str:
+    """Pause (or resume) the app in the bus process behind the endpoint; answers its name."""
     _known_app(config, args.app)
     verb = "pause" if paused else "resume"
     endpoint = BusEndpoint(config, args.timeout)
     code, answer = endpoint.call("POST", f"/apps/{urllib.parse.quote(args.app, safe='')}/{verb}", b"", endpoint.token(verb))
     if code != 200:
         raise Refused(f"not {verb}d: the bus answered {code}: {answer.get('error', answer)}", EXIT_BROKER)
-    process = _status_json(endpoint).get("processes", [{}])[0].get("process", endpoint.base)
-    print(f"{args.app}: {verb}d in 1 process(es)\n  {process}\n  (in memory: until that process restarts)")
-    return 0
+    return str(_status_json(endpoint).get("processes", [{}])[0].get("process", endpoint.base))
 
 
 def set_aside(config: Config, args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from ..errors import DecodeError, EncodeError, TransportError
 from ..message import Message
 from ..transports.amqp.client import PublishRefused, PublishReturned
 from .common import EXIT_BROKER, Refused, load_bus, message_type, run_refusing
-from .reach import BROKER, BusEndpoint, reach
+from .reach import BROKER, FILE, BusEndpoint, reach
 
 __all__ = ["add_parser", "parse_value", "build_message", "read_lines"]
 
@@ -178,8 +178,14 @@ class HTTPSender:
 
 
 def make_sender(config: Config) -> Sender:
-    if reach(config, "publish") == BROKER:
+    way = reach(config, "publish")
+    if way == BROKER:
         return AMQPSender(config.transport.amqp)
+    if way == FILE:
+        from .overfile import FileSender, live_bus
+
+        if not (live_bus(config)[0] and config.http.port is not None):
+            return FileSender(config)
     return HTTPSender(BusEndpoint(config, timeout=30.0))
 
 

@@ -15,41 +15,44 @@ from typing import Any
 from ..config import Config
 from .common import EXIT_BROKER, EXIT_CONFIG, Refused
 
-__all__ = ["BROKER", "HTTP", "REACH", "reach", "BusEndpoint"]
+__all__ = ["BROKER", "HTTP", "FILE", "REACH", "reach", "BusEndpoint"]
 
-BROKER, HTTP = "broker", "http"
+BROKER, HTTP, FILE = "broker", "http", "file"
 
 #: What people call each transport in a sentence.
-TRANSPORT_NAMES = {"local": "the in-memory bus", "amqp": "RabbitMQ"}
+TRANSPORT_NAMES = {"local": "the in-memory bus", "amqp": "RabbitMQ", "sqlite": "SQLite"}
 
-#: verb -> transport type -> BROKER, HTTP, or why it cannot work there and what to use.
+#: verb -> transport type -> BROKER, HTTP, FILE (the SQLite file itself), or why it cannot work there and what to use.
 REACH: dict[str, dict[str, str]] = {
-    "status": {"amqp": BROKER, "local": HTTP},
-    "ping": {"amqp": BROKER, "local": HTTP},
-    "pause": {"amqp": BROKER, "local": HTTP},
-    "resume": {"amqp": BROKER, "local": HTTP},
-    "publish": {"amqp": BROKER, "local": HTTP},
-    "set-aside list": {"amqp": BROKER, "local": HTTP},
-    "set-aside replay": {"amqp": BROKER, "local": HTTP},
+    "status": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
+    "ping": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
+    "pause": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
+    "resume": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
+    "publish": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
+    "set-aside list": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
+    "set-aside replay": {"amqp": BROKER, "local": HTTP, "sqlite": FILE},
     "set-aside purge": {
         "amqp": BROKER,
+        "sqlite": FILE,
         "local": "its stores live in its process, and its HTTP endpoint has no purge: restarting it empties them",
     },
     "consume": {
         "amqp": BROKER,
         "local": "its messages never leave its process: subscribe an app to the types, or watch its status page",
+        "sqlite": "an app's queue in the file is consumed by the bus that runs the app: subscribe an app to "
+        "the types, or list what was set aside with scbus set-aside",
     },
 }
 
 
 def reach(config: Config, verb: str) -> str:
-    """BROKER or HTTP: how C{verb} reaches the bus C{config} describes; else a refusal saying why not."""
+    """BROKER, HTTP or FILE: how C{verb} reaches the bus C{config} describes; else a refusal saying why not."""
     kind = config.transport.type
     name = TRANSPORT_NAMES.get(kind, f"the {kind} transport")
     way = REACH[verb].get(kind)
     if way is None:
         raise Refused(f"{verb} cannot reach a bus on {name} yet ({config.source})", EXIT_CONFIG)
-    if way not in (BROKER, HTTP):
+    if way not in (BROKER, HTTP, FILE):
         raise Refused(f"{verb} does not work on {name} ({config.source}): {way}", EXIT_CONFIG)
     if way == HTTP and config.http.port is None:
         raise Refused(

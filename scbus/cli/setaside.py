@@ -29,7 +29,7 @@ from ..config import Config
 from ..message import Message
 from ..transports.setaside import DEAD, UNROUTED, replay_refusal
 from .common import EXIT_BROKER, Refused, load_bus, run_refusing
-from .reach import HTTP, reach
+from .reach import FILE, HTTP, reach
 
 __all__ = ["add_parser"]
 
@@ -38,7 +38,7 @@ QUEUES = {UNROUTED: topology.UNROUTED_QUEUE, DEAD: topology.DEAD_QUEUE}
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser(
-        "set-aside", help="list, replay or purge unrouted and dead-lettered messages (AMQP)",
+        "set-aside", help="list, replay or purge unrouted and dead-lettered messages",
         description="The messages the bus kept aside: unrouted (no app subscribes) and dead "
         "(could not be decoded, or quarantined).",
     )
@@ -65,10 +65,15 @@ def run(args: argparse.Namespace) -> int:
     from ..client import BrokerUnreachable, connect_blocking
 
     config, apps = load_bus(args.config)
-    if reach(config, f"set-aside {args.action}") == HTTP:
+    way = reach(config, f"set-aside {args.action}")
+    if way == HTTP:
         from .overhttp import set_aside
 
         return set_aside(config, args)
+    if way == FILE:
+        from .overfile import set_aside as on_file
+
+        return on_file(config, args, apps)
     settings = config.transport.amqp
     if args.action == "purge" and not args.yes and not sys.stdin.isatty():
         raise Refused("purge deletes messages for good: confirm on a terminal, or pass --yes")
@@ -178,17 +183,24 @@ def _replay(
     raise Refused(f"no {args.kind} message with id {args.id} (among the first {SET_ASIDE_LIMIT})")
 
 
+def purge_confirmed(count: int, args: argparse.Namespace, where: str) -> bool:
+    """Whether to delete the C{count} entries kept in C{where}: there are some, and --yes or the terminal says so."""
+    if count == 0:
+        print(f"no {args.kind} messages")
+        return False
+    if not args.yes:
+        answer = input(f"Delete all {count} {args.kind} message(s) in {where} for good? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return False
+    return True
+
+
 def _purge(connection: pika.BlockingConnection, args: argparse.Namespace) -> int:
     queue = QUEUES[args.kind]
     channel, count = _channel(connection, queue)
-    if count == 0:
-        print(f"no {args.kind} messages")
-        return 0
-    if not args.yes:
-        answer = input(f"Delete all {count} {args.kind} message(s) in {queue} for good? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
-            return 1
+    if not purge_confirmed(count, args, queue):
+        return 0 if count == 0 else 1
     purged = channel.queue_purge(queue).method.message_count
     print(f"deleted {purged} {args.kind} message(s)")
     return 0

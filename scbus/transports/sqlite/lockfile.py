@@ -16,7 +16,7 @@ import os
 
 from ...errors import StartupProblem
 
-__all__ = ["ProcessLock"]
+__all__ = ["ProcessLock", "holder"]
 
 
 class ProcessLock:
@@ -71,3 +71,23 @@ def _read_pid(fd: int) -> str | None:
     except OSError:
         return None
     return text if text.isdigit() else None
+
+
+def holder(database: str) -> tuple[bool, str | None]:
+    """
+    (held, pid): whether a live process holds C{database}'s lock, and the pid it wrote.
+    Tried without blocking and released at once; a missing lock file means no holder.
+    """
+    try:
+        fd = os.open(database + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False, None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True, _read_pid(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False, None
+    finally:
+        os.close(fd)

@@ -122,6 +122,10 @@ class Store:
             self._rollback()
             raise
 
+    def attach(self) -> None:
+        """Work on the file beside the process that holds it (a command): no claims, no token."""
+        self._load_queue_ids()
+
     def _load_queue_ids(self) -> None:
         self._queue_ids = {name: qid for qid, name in self.connection.execute("SELECT id, name FROM queues")}
 
@@ -353,6 +357,10 @@ class Store:
             self._write_one(instead)
         return True
 
+    def purge_set_aside(self, kind: str) -> int:
+        """Delete every entry of one set-aside store; answers how many."""
+        return int(self.connection.execute("DELETE FROM set_aside WHERE kind = ?", (kind,)).rowcount)
+
     # --- reads (no write transaction) ------------------------------------------------------
 
     def routes(self) -> list[tuple[str, str]]:
@@ -367,6 +375,18 @@ class Store:
     def ready(self, app_name: str) -> int:
         row = self.connection.execute("SELECT ready FROM queues WHERE name = ?", (app_name,)).fetchone()
         return 0 if row is None else int(row[0])
+
+    def queues(self) -> dict[str, int]:
+        """Every queue's ready count, by name."""
+        return {name: int(ready) for name, ready in self.connection.execute("SELECT name, ready FROM queues ORDER BY name")}
+
+    def set_aside_counts(self) -> dict[str, int]:
+        found = dict(self.connection.execute("SELECT kind, count(*) FROM set_aside GROUP BY kind").fetchall())
+        return {kind: int(found.get(kind, 0)) for kind in (UNROUTED, DEAD)}
+
+    def processes(self) -> list[tuple[int, str, str, float]]:
+        """(pid, host, name, started_at) of the processes the file says use it."""
+        return self.connection.execute("SELECT pid, host, name, started_at FROM processes ORDER BY token").fetchall()
 
     def pauses(self) -> dict[str, str]:
         return dict(self.connection.execute("SELECT app, paused_by FROM pauses").fetchall())
