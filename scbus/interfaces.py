@@ -314,6 +314,9 @@ class IConnectionState(Interface):
 
     connected = Attribute("True while messages can be sent and received.")
     waiting_to_send = Attribute("Messages kept in this process until they can be sent (an int).")
+    problem = Attribute(
+        "While not connected, why, for a person (C{/ready} shows it), or None when there is nothing more to say."
+    )
 
 
 class IBoundedSetAside(Interface):

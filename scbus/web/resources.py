@@ -27,7 +27,7 @@ from .history import History
 from .hosts import HostCheck
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, BusMetrics
 from .posted import message_from_post
-from .snapshot import SetAsideListings, take_snapshot, transport_connected
+from .snapshot import SetAsideListings, take_snapshot, transport_connected, transport_problem
 
 __all__ = ["BusWeb", "Answer"]
 
@@ -191,7 +191,7 @@ class BusWeb(Resource):
     def ready(self, request: Request) -> Answer:
         not_ready = []
         if not transport_connected(self.bus.transport):
-            not_ready.append("transport: not connected")
+            not_ready.append(transport_problem(self.bus.transport))
         states = self.bus.readiness()
         for name, state in sorted(states.items()):
             if state not in ("consuming", "paused"):

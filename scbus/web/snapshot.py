@@ -19,7 +19,7 @@ from ..control import assess
 from ..interfaces import IConnectionState
 from ..transports.setaside import DEAD, UNROUTED
 
-__all__ = ["Snapshot", "SetAsideListings", "take_snapshot", "transport_connected", "send_buffer"]
+__all__ = ["Snapshot", "SetAsideListings", "take_snapshot", "transport_connected", "transport_problem", "send_buffer"]
 
 log = Logger()
 
@@ -54,6 +54,13 @@ def transport_connected(transport: Any) -> bool:
         return bool(state.connected)
     service = IService(transport, None)
     return service is None or bool(service.running)
+
+
+def transport_problem(transport: Any) -> str:
+    """Why the transport is not connected, as its L{IConnectionState} says, for /ready."""
+    state = IConnectionState(transport, None)
+    problem = None if state is None else state.problem
+    return f"transport: {problem}" if problem else "transport: not connected"
 
 
 def send_buffer(transport: Any) -> int:

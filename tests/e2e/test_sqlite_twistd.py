@@ -122,7 +122,8 @@ def test_a_full_disk_loses_nothing_and_says_so_until_there_is_room(tmp_path, run
                 return None, None
 
         wait_until(lambda: ready()[0] == 503, bus, what="/ready to say the transport cannot write")
-        assert "transport: not connected" in ready()[1]["not_ready"]
+        reasons = [line for line in ready()[1]["not_ready"] if line.startswith("transport: ")]
+        assert len(reasons) == 1 and "full" in reasons[0], reasons  # /ready says why
         stuck = done_count(db)
         assert 0 < stuck < total  # it worked, then the disk was full
         filler.unlink()  # room again

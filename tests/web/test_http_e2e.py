@@ -118,7 +118,7 @@ def test_in_memory_bus_over_http(start_bus):
 def test_ready_says_what_is_missing_while_the_broker_is_unreachable(start_bus):
     bus, http, shop, mailroom = start_bus(AMQP.format(url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
     body = http.wait("/ready", 503)
-    assert body["ready"] is False and "transport: not connected" in body["not_ready"]
+    assert body["ready"] is False and "transport: not connected to the broker" in body["not_ready"]
     assert f"app {shop}: setting up" in body["not_ready"]
     m = http.metrics()
     assert m[("scbus_transport_connected", ())] == 0

@@ -118,6 +118,11 @@ class AMQPTransport(Service):
         return self._session is not None and self._session.ready
 
     @property
+    def problem(self) -> str | None:
+        """L{IConnectionState}: the broker is away (the reconnect loop logs each attempt's reason)."""
+        return None if self.connected else "not connected to the broker"
+
+    @property
     def waiting_to_send(self) -> int:
         """Messages in the send buffer, waiting for the broker."""
         return self._publisher.waiting
