@@ -25,7 +25,9 @@ PUBLIC = {
         "ITransport", "IMessageTransport", "IQueueStatistics", "IControlPlane", "ISetAsideStores",
         "IDelivery", "ISetAside", "IReadyDeliveries", "IImmediateSend", "IImmediateAck", "IReportedSend",
         "IPrefetchHold", "IPauseMarks", "IIdleLease", "IIdleLeases", "IConnectionState", "IBoundedSetAside",
+        "ITraceCarrier",
     },
+    "scbus.tracing": {"BusTracing", "MODES", "SCBUS_SYSTEM", "tracing_wanted"},
     "scbus.testing": {"BusHarness", "ClockEventLoop", "SynchronousThreadPool", "ThreadClock", "result_of", "run_handler"},
     "scbus.testing.amqp": {"FakeChannel", "FakeConnection", "FakeConsumer", "connected_transport"},
     "scbus.client": {
