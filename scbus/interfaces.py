@@ -45,7 +45,8 @@ class IDelivery(Interface):
     One message handed to one app, to be settled exactly once.
 
     Until L{ack} is called the transport still owns the message: if the process dies, the
-    connection drops or L{release} is called, it is delivered again.
+    connection drops or L{release} is called, it is delivered again. A transport that
+    provides L{ITraceCarrier} gives its deliveries a C{trace_context} besides.
     """
 
     message = Attribute("The decoded L{scbus.Message}.")

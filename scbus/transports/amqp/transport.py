@@ -91,6 +91,8 @@ class AMQPTransport(Service):
         self._endpoint = endpoint
         self._apps: dict[str, AppConsumer] = {}
         self._session: Session | None = None
+        #: While tracing: the current session's broker address, as span attributes.
+        self._peer: tuple[Session, dict[str, Any]] | None = None
         self._sessions = itertools.count(1)
         self._publisher = Publisher(
             settings, reactor, lambda: self._session, lambda: bool(self.running) and not self._stopping
@@ -443,13 +445,19 @@ class AMQPTransport(Service):
         return attributes
 
     def _peer_attributes(self) -> dict[str, Any]:
+        """The broker node of the current session (looked up once per session)."""
         session = self._session
-        transport = getattr(session.connection, "transport", None) if session is not None else None
+        if session is None:
+            return {}
+        known = self._peer
+        if known is not None and known[0] is session:
+            return known[1]
+        transport = getattr(session.connection, "transport", None)
         peer = transport.getPeer() if transport is not None else None
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        if not isinstance(host, str) or not isinstance(port, int):
-            return {}
-        return {"server.address": host, "server.port": port}
+        found = {"server.address": host, "server.port": port} if isinstance(host, str) and isinstance(port, int) else {}
+        self._peer = (session, found)
+        return found
 
     def trace_replays(self, hook: Any) -> None:
         self._holding.replay_hook = hook
