@@ -163,7 +163,14 @@ class BusTracing:
         #: Deliveries in hand: their handling span and the context it makes current.
         self._handling: dict[IDelivery, tuple[Span, Context]] = {}
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
-        log.info("tracing: on, spans to {provider}", provider=type(provider).__name__)
+        if isinstance(provider, trace.ProxyTracerProvider):
+            log.warn(
+                "tracing: on, but no tracer provider is set (opentelemetry-instrument, or "
+                "opentelemetry.trace.set_tracer_provider in an app's module): spans are recorded "
+                "nowhere until one is"
+            )
+        else:
+            log.info("tracing: on, spans to {provider}", provider=type(provider).__name__)
         if self.carrier is not None:
             self.carrier.trace_replays(self._replaying)
         else:

@@ -392,10 +392,18 @@ def built(tracing):
 
 def test_bus_tracing_is_off_unless_the_config_says_otherwise():
     from scbus.config import parse_config
+    from twisted.logger import globalLogPublisher
 
     assert parse_config(APP).bus.tracing == "off"
     assert built("off").tracing is None
-    assert built("on").tracing is not None
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert built("on").tracing is not None
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    # with no SDK set up in the process, the log says where the spans go: nowhere
+    assert any("no tracer provider is set" in str(e.get("log_format")) for e in events)
 
 
 def test_a_bad_bus_tracing_is_one_line():
