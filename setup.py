@@ -23,9 +23,13 @@ setup(
         "ssh": ["Twisted[conch]>=24.7"],
         "tls": ["Twisted[tls]>=24.7"],
         "txamqp": ["txAMQP==0.8.2"],
+        # OpenTelemetry tracing (bus.tracing): the API alone; the SDK and exporters are the
+        # deployment's choice (docs/operations.md).
+        "otel": ["opentelemetry-api>=1.20"],
         # The embedded peers bench/sqlite_relay.py measures the SQLite transport against.
         "bench": ["persist-queue>=1.0", "huey>=2.5", "litequeue>=0.9"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "Twisted[tls,conch]>=24.7", "txAMQP==0.8.2", "selenium>=4.10", "jsonschema>=4.18",
+                 "opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20",
                  "mypy>=1.10", "mypy-zope>=1.0.5", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["scbus = scbus.cli:main"]},

@@ -352,8 +352,11 @@ class ApplicationMessageBus:
         captured = CapturedLog()
         if self._pool is not None:
             self._running_in_pool += 1
+            # The handler's thread runs in a copy of this context (as asyncio.to_thread
+            # does), so what the caller made current, the handling's span, is current there.
             d = deferToThreadPool(
-                cast(IReactorFromThreads, self._reactor), self._pool, run_capturing, captured, self._call_threaded, handler, args
+                cast(IReactorFromThreads, self._reactor), self._pool, contextvars.copy_context().run,
+                run_capturing, captured, self._call_threaded, handler, args,
             )
             d.addBoth(self._left_pool)
         else:

@@ -50,6 +50,7 @@ DURABILITIES = ("process", "power")
 QUEUE_TYPES = ("classic", "quorum")
 AMQP_CLIENTS = ("pika", "txamqp")
 REACTORS = ("default", "asyncio")
+TRACING = ("off", "on", "auto")
 #: apps.NAME.idle: one live process runs an app's idle handlers, or every process does.
 IDLE_MODES = ("one", "every")
 
@@ -65,6 +66,9 @@ class BusConfig:
     #: "asyncio": the bus runs on Twisted's asyncio reactor (coroutine handlers may await
     #: asyncio code); "default": on whichever reactor twistd runs.
     reactor: str = "default"
+    #: OpenTelemetry spans (scbus/tracing.py): "off", "on", or "auto" (on when a tracer
+    #: provider is set by the time the bus is built).
+    tracing: str = "off"
 
 
 @dataclasses.dataclass
@@ -135,6 +139,16 @@ class Config:
     @property
     def base_dir(self) -> str:
         return os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
+
+
+def opentelemetry_installed() -> bool:
+    """Whether opentelemetry-api can be imported (scbus[otel]), without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except ImportError:  # no opentelemetry namespace at all
+        return False
 
 
 # --- checks of single values ------------------------------------------------------------
@@ -257,6 +271,7 @@ BUS_KEYS: dict[str, Check] = {
     "grace_period": _seconds(0, 3600),
     "log_format": _one_of(("text", "json")),
     "reactor": _one_of(REACTORS),
+    "tracing": _one_of(TRACING),
 }
 #: Keys every transport reads.
 TRANSPORT_KEYS: dict[str, Check] = {
@@ -431,6 +446,8 @@ def _parse(raw: Mapping[str, Any], source: str) -> tuple[Config, _Problems]:
             hint = f"did you mean [{guess[0]}]? " if guess else ""
             problems.add(key, f"unknown table; {hint}(known: {', '.join(TABLES)})")
     bus = BusConfig(**_section(problems, "bus", raw.get("bus", {}), BUS_KEYS))
+    if bus.tracing == "on" and not opentelemetry_installed():
+        problems.add("bus.tracing", "\"on\" needs the opentelemetry-api package: pip install 'scbus[otel]'")
     transport = _transport(problems, raw.get("transport", {}))
     console = _console(problems, raw.get("console", {}))
     http = _http(problems, raw.get("http", {}))

@@ -37,6 +37,7 @@ __all__ = [
     "IIdleLeases",
     "IConnectionState",
     "IBoundedSetAside",
+    "ITraceCarrier",
 ]
 
 
@@ -45,7 +46,8 @@ class IDelivery(Interface):
     One message handed to one app, to be settled exactly once.
 
     Until L{ack} is called the transport still owns the message: if the process dies, the
-    connection drops or L{release} is called, it is delivered again.
+    connection drops or L{release} is called, it is delivered again. A transport that
+    provides L{ITraceCarrier} gives its deliveries a C{trace_context} besides.
     """
 
     message = Attribute("The decoded L{scbus.Message}.")
@@ -323,3 +325,57 @@ class IBoundedSetAside(Interface):
     """Optional: set-aside stores that drop their oldest entries to stay bounded."""
 
     dropped = Attribute("A dict from store kind (C{unrouted}, C{dead}) to entries dropped so far.")
+
+
+class ITraceCarrier(Interface):
+    """
+    Optional: a transport that carries a message's trace context (the W3C
+    C{traceparent} and C{tracestate}, and C{baggage} when there is any) from its send to
+    every delivery of it, so that a chain of apps is one trace across processes
+    (L{scbus.tracing}). Without it, with tracing on, sends and handlings are still spans,
+    but each handling starts a trace of its own.
+
+    What a transport does to provide it:
+      - keep C{trace_context} beside the body, wherever the body goes: an app's queue, the
+        unrouted store, the dead store (the in-memory transport keeps it in the queue
+        entry, the AMQP transport writes it as header-table entries; a table-backed
+        store adds a column of it as JSON text);
+      - give each L{IDelivery} an attribute C{trace_context}: what was kept, as a mapping
+        of str to str (or to the header values the client decoded), or None;
+      - keep the bytes it writes when tracing is off exactly what they were: only
+        L{send_traced} writes a context.
+    """
+
+    messaging_system = Attribute(
+        "The spans' C{messaging.system}: C{rabbitmq} over AMQP, C{scbus} for the bus's own stores."
+    )
+
+    def send_traced(
+        message: Message, trace_context: dict[str, str], report: Callable[[Failure | None], object]
+    ) -> None:
+        """
+        L{IReportedSend.send_reported} (C{report} called exactly once, maybe before this
+        returns), with C{trace_context} kept beside the body for its deliveries.
+        """
+
+    def trace_attributes(message: Message, delivery: IDelivery | None) -> dict[str, Any]:
+        """
+        Span attributes naming where C{message} goes (C{delivery} None: its send) or came
+        from (its delivery): C{messaging.destination.name} at least (the span is named
+        after it), and what the transport knows besides (RabbitMQ's routing key, a
+        delivery tag).
+        """
+
+    def trace_replays(
+        hook: Callable[
+            [str, ISetAside, Any, dict[str, Any]], tuple[dict[str, str], Callable[[Failure | None], None]]
+        ]
+    ) -> None:
+        """
+        From now on, a set-aside message replayed (L{ISetAsideStores.replay}) is published
+        with the context that C{hook(kind, entry, kept, attributes)} answers instead of
+        the one kept with it. C{kept}: the trace context kept beside the body (as a
+        delivery's C{trace_context}), or None; C{attributes}: as L{trace_attributes}
+        answers for a send, for where the replay goes. The callable it answers with is
+        called once with the outcome of that publish (None once it is sent).
+        """

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, FirstError, fail, gatherResults, succeed
@@ -32,6 +32,11 @@ from .interfaces import (
 )
 from .message import Message, is_wire_id
 from .reactors import running_reactor
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from .tracing import BusTracing
 
 __all__ = ["MainMessageBus", "AppStatus"]
 
@@ -138,6 +143,8 @@ class MainMessageBus(Service):
         #: A transport that writes a handler's results and its input's acknowledgement in
         #: one transaction (exactly once inside it); None: sends, then an ack.
         self._transactional = ITransactionalSettle(transport, None)
+        #: The hooks that make spans, while tracing is on (L{enable_tracing}); else None.
+        self.tracing: BusTracing | None = None
         self.grace_period = grace_period
         self._reactor = reactor
         self._apps: dict[str, _App] = {}
@@ -228,7 +235,24 @@ class MainMessageBus(Service):
 
     def send(self, message: Message) -> Deferred[None]:
         """Send a message from outside any app (the console, a test)."""
-        return self.transport.send(message)
+        return self._send(message)
+
+    def _send(self, message: Message) -> Deferred[None]:
+        """L{ITransport.send}, in a span of its own while tracing."""
+        return self.transport.send(message) if self.tracing is None else self.tracing.send(message)
+
+    def enable_tracing(self, tracer_provider: TracerProvider | None = None) -> BusTracing:
+        """
+        Trace every send, handling and idle run from now on (L{scbus.tracing}), to
+        C{tracer_provider} or the process's global one. Needs opentelemetry-api.
+        """
+        from .tracing import BusTracing
+
+        tracing = self.tracing = BusTracing(self.transport, tracer_provider)
+        # Every send goes through the traced path, which writes the trace context.
+        self._send_reported = tracing.send_reported
+        self._send_now = None
+        return tracing
 
     # --- Service ----------------------------------------------------------------------------
 
@@ -422,7 +446,10 @@ class MainMessageBus(Service):
         # sending what came out, at once or later, it ends acknowledged, released or set
         # aside, and its slot is freed.
         try:
-            d = self._handle(app, delivery)
+            if self.tracing is None:
+                d = self._handle(app, delivery)
+            else:
+                d = self.tracing.handle(app.name, delivery, self._handle, app, delivery)
         except Exception:
             d = fail()
         if d is None:
@@ -489,6 +516,11 @@ class MainMessageBus(Service):
             self._notify(app, delivery, messages)
         if not messages:
             return None
+        if self.tracing is not None:
+            return self.tracing.sending(app.name, delivery, messages, self._send_out, messages, app, delivery)
+        return self._send_out(messages, app, delivery)
+
+    def _send_out(self, messages: list[Message], app: _App, delivery: IDelivery | None) -> Deferred[Any] | None:
         if delivery is not None and self._transactional is not None:
             return self._send_with_ack(messages, app, delivery)
         if len(messages) == 1:
@@ -548,7 +580,7 @@ class MainMessageBus(Service):
     def _send_one(self, message: Message, app: _App, delivery: IDelivery | None) -> Deferred[Any] | None:
         """Send one result: None when it was sent at once, else a Deferred of the outcome."""
         if self._send_now is None:
-            return self.transport.send(message).addErrback(self._unsendable, message, app, delivery)
+            return self._send(message).addErrback(self._unsendable, message, app, delivery)
         try:
             self._send_now(message)
         except EncodeError:
@@ -568,7 +600,7 @@ class MainMessageBus(Service):
         if correlation is not None and not is_wire_id(correlation):
             correlation = (incoming.correlation_id or incoming.id) if incoming is not None else None
         report = app.bus.unsendable_report(failure.getErrorMessage(), incoming, correlation)
-        return self.transport.send(report)
+        return self._send(report)
 
     def _ack_then_finish(self, app: _App, delivery: IDelivery) -> None:
         app.counters.acked += 1
@@ -607,6 +639,8 @@ class MainMessageBus(Service):
             failure = cast(FirstError, failure.value).subFailure
         if failure.check(_Abandoned):
             return None
+        if self.tracing is not None:
+            self.tracing.not_settled(delivery, failure)
         if failure.check(_UnexpectedType):
             return self._reject_unexpected(app, delivery)
         if failure.check(TransportError) and not failure.check(EncodeError):
@@ -643,6 +677,8 @@ class MainMessageBus(Service):
 
     def _finished(self, result: Any, app: _App, delivery: IDelivery) -> None:
         app.in_flight.pop(delivery, None)
+        if self.tracing is not None:
+            self.tracing.finished(delivery)
         if isinstance(result, Failure):
             log.failure("{app}: unexpected error settling a delivery", result, app=app.name)
         if self._stopping:
@@ -655,11 +691,14 @@ class MainMessageBus(Service):
     def _run_idle(self, app: _App, interval: timedelta) -> Deferred[Any] | None:
         if app.paused or self._stopping or not app.idle.may_run():
             return None
-        try:
-            d = app.bus.idle(interval)
-        except Exception:
-            d = fail()  # a LoopingCall whose call raises would stop for good
-        d.addCallback(self._send_results, app, None)
+        if self.tracing is not None:
+            d = self.tracing.idle_run(app.name, interval, app.bus.idle, self._send_results, app, None)
+        else:
+            try:
+                d = app.bus.idle(interval)
+            except Exception:
+                d = fail()  # a LoopingCall whose call raises would stop for good
+            d.addCallback(self._send_results, app, None)
         d.addErrback(self._idle_not_sent, app, interval)
         return d
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from .config import Config, app_bus_options, load_and_build
+from .config import Config, app_bus_options, load_and_build, opentelemetry_installed
 from .coroutines import event_loop_of
 from .errors import ConfigError
 from .reactors import IBusReactor
@@ -140,6 +140,11 @@ def make_bus_service(
         bus.add_app(
             name, app_bus, subs, max_in_flight=app.max_in_flight, stuck_after=app.stuck_after, idle=app.idle
         )
+    if config.bus.tracing != "off" and opentelemetry_installed():
+        from .tracing import tracing_wanted
+
+        if tracing_wanted(config.bus.tracing):
+            bus.enable_tracing()
     top = BusServiceTree(transport, bus)
     if config.console.enabled:
         try:

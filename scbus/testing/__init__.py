@@ -104,16 +104,22 @@ class BusHarness:
     at once, with the result handed back through the clock, so tests stay deterministic.
     Coroutine handlers run on L{loop}, an asyncio loop on the same clock.
     An error's C{log} holds the handler's records from C{log_level} up, as under twistd
-    with that C{bus.log_level}.
+    with that C{bus.log_level}. Given a C{tracer_provider}, the bus traces to it
+    (L{scbus.tracing}): with the SDK's in-memory exporter a test reads the spans.
     """
 
-    def __init__(self, *, max_message_size: int | None = None, log_level: str = "info") -> None:
+    def __init__(
+        self, *, max_message_size: int | None = None, log_level: str = "info", tracer_provider: Any = None
+    ) -> None:
         capture_from(log_level)
         self.clock = ThreadClock()
         #: The asyncio loop coroutine handlers run on; its time is the clock's.
         self.loop = ClockEventLoop(self.clock)
         self.transport = LocalTransport(self.clock, max_message_size=max_message_size, record=True)
         self.bus = MainMessageBus("test", self.transport, reactor=self.clock, grace_period=0)
+        if tracer_provider is not None:
+            # OpenTelemetry spans to this provider (the SDK's, with an in-memory exporter)
+            self.bus.enable_tracing(tracer_provider)
 
     def add_app(
         self,
@@ -150,7 +156,7 @@ class BusHarness:
 
     def send(self, message: Message) -> None:
         """Send C{message} as if from another app, and run everything it causes."""
-        result_of(self.transport.send(message))
+        result_of(self.bus.send(message))
         self.flush()
 
     def flush(self) -> None:

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import codec
 from ..errors import (
     DecodeError, EncodeError, MalformedMessage, NotRunning, ReplayRefused, TransportError, UnknownMessageType,
 )
-from ..interfaces import IBoundedSetAside, IDelivery, ISetAside, IImmediateAck, IImmediateSend, IReadyDeliveries, ITransport
+from ..interfaces import (
+    IBoundedSetAside, IDelivery, IImmediateAck, IImmediateSend, IReadyDeliveries, ISetAside, ITraceCarrier, ITransport,
+)
 from ..message import HeartbeatResponseMessage, Message, Snapshot, from_snapshot, lookup, snapshot
 from ..reactors import running_reactor
 from .inprocess import InProcessControl
@@ -39,7 +42,9 @@ log = Logger()
 #: without decoding. Deeper queues keep bodies alone, so memory stays bounded.
 SNAPSHOT_DEPTH = 1000
 
-_Entry = tuple[bytes, bool, "Snapshot | None"]
+#: A queued message: its body, whether it was delivered before, a snapshot of its values
+#: (see SNAPSHOT_DEPTH) and the trace context it was sent with (ITraceCarrier), if any.
+_Entry = tuple[bytes, bool, "Snapshot | None", "dict[str, str] | None"]
 
 
 def _not_held(delivery: LocalDelivery) -> TransportError:
@@ -51,7 +56,7 @@ def _not_held(delivery: LocalDelivery) -> TransportError:
 
 @implementer(IDelivery)
 class LocalDelivery:
-    __slots__ = ("_transport", "app_name", "tag", "body", "message", "redelivered", "received_at")
+    __slots__ = ("_transport", "app_name", "tag", "body", "message", "redelivered", "received_at", "trace_context")
 
     def __init__(
         self,
@@ -62,6 +67,7 @@ class LocalDelivery:
         message: Message,
         redelivered: bool,
         received_at: float,
+        trace_context: dict[str, str] | None = None,
     ) -> None:
         self._transport = transport
         self.app_name = app_name
@@ -70,6 +76,8 @@ class LocalDelivery:
         self.message = message
         self.redelivered = redelivered
         self.received_at = received_at
+        #: The context it was sent with (ITraceCarrier), or None.
+        self.trace_context = trace_context
 
     def ack(self) -> Deferred[None]:
         return self._transport._settle(self, requeue=False)
@@ -79,7 +87,9 @@ class LocalDelivery:
 
     def reject(self, code: str, reason: str) -> Deferred[None]:
         d = self._transport._settle(self, requeue=False)
-        d.addCallback(lambda _: self._transport._set_aside_dead(self.body, code, reason, self.message.wire_name, self.app_name))
+        d.addCallback(lambda _: self._transport._set_aside_dead(
+            self.body, code, reason, self.message.wire_name, self.app_name, self.trace_context
+        ))
         return d
 
     def __repr__(self) -> str:
@@ -98,7 +108,7 @@ class _Queue:
         self.delivered = 0
 
 
-@implementer(ITransport, IReadyDeliveries, IImmediateSend, IImmediateAck, IBoundedSetAside)
+@implementer(ITransport, IReadyDeliveries, IImmediateSend, IImmediateAck, IBoundedSetAside, ITraceCarrier)
 class LocalTransport(InProcessControl, Service):
     """
     In-memory transport for one process; the embedded default.
@@ -111,6 +121,8 @@ class LocalTransport(InProcessControl, Service):
     """
 
     name = "transport"
+    #: ITraceCarrier: the messages are the bus's own, held in this process.
+    messaging_system = "scbus"
 
     def __init__(
         self,
@@ -135,6 +147,7 @@ class LocalTransport(InProcessControl, Service):
         self.dead_letters = SetAsideStore(set_aside_limit)
         self.sent: list[Message] | None = [] if record else None
         self._stopped = False
+        self._replay_hook: Any = None
 
     def __repr__(self) -> str:
         return f"<LocalTransport queues={sorted(self._queues)}>"
@@ -173,7 +186,7 @@ class LocalTransport(InProcessControl, Service):
             pending = sorted(queue.unacked.values(), key=lambda d: d.tag, reverse=True)
             queue.unacked.clear()
             for delivery in pending:
-                queue.ready.appendleft((delivery.body, True, None))
+                queue.ready.appendleft((delivery.body, True, None, delivery.trace_context))
             count += len(pending)
             self._wake(queue)
         return count
@@ -193,13 +206,32 @@ class LocalTransport(InProcessControl, Service):
             return fail()
         return succeed(None)
 
-    def send_now(self, message: Message) -> None:
+    def send_now(self, message: Message, trace_context: dict[str, str] | None = None) -> None:
         if self._stopped:
             raise NotRunning("the transport is stopped")
         body = codec.encode(message, self.max_message_size)
         if self.sent is not None:
             self.sent.append(message)
-        self._route(type(message), body, snapshot(message))
+        self._route(type(message), body, snapshot(message), trace_context)
+
+    # --- ITraceCarrier: the context is kept in the queue entry, beside the body ------------
+
+    def send_traced(
+        self, message: Message, trace_context: dict[str, str], report: Callable[[Failure | None], object]
+    ) -> None:
+        try:
+            self.send_now(message, trace_context)
+        except Exception:
+            report(Failure())
+            return
+        report(None)
+
+    def trace_attributes(self, message: Message, delivery: IDelivery | None) -> dict[str, Any]:
+        # Routing is by type: a message's type is where it goes, on either side.
+        return {"messaging.destination.name": message.wire_name}
+
+    def trace_replays(self, hook: Any) -> None:
+        self._replay_hook = hook
 
     def publish_raw(self, body: bytes, type_name: str | None = None) -> Deferred[None]:
         if self._stopped:
@@ -258,19 +290,30 @@ class LocalTransport(InProcessControl, Service):
                     return fail(ReplayRefused(refusal))
             if kind == DEAD and entry.app_name in self._queues:
                 store.remove(entry)
-                self._enqueue(self._queues[entry.app_name], entry.body, None)
+                context = self._replay_context(kind, entry, entry.type_name)
+                self._enqueue(self._queues[entry.app_name], entry.body, None, context)
                 return succeed(True)
             name = entry.type_name or codec.peek_type(entry.body)
             if name is None:
                 return fail(ReplayRefused(f"cannot tell the type of {entry.id}; it stays in {kind}"))
             store.remove(entry)
+            context = self._replay_context(kind, entry, name)
             message_type = self._known_type(name)
             if message_type is None or not self._targets(message_type):
-                self._keep_unrouted(entry.body, name, entry.id)  # forced, still nobody: kept, same id
+                self._keep_unrouted(entry.body, name, entry.id, context)  # forced, still nobody: kept, same id
             else:
-                self._route(message_type, entry.body)
+                self._route(message_type, entry.body, None, context)
             return succeed(True)
         return succeed(False)
+
+    def _replay_context(self, kind: str, entry: SetAsideMessage, type_name: str | None) -> dict[str, str] | None:
+        """The context a replay goes with: the replay's own while tracing, else the one kept."""
+        if self._replay_hook is None:
+            return entry.trace_context
+        attributes = {"messaging.destination.name": type_name} if type_name else {}
+        context, ended = self._replay_hook(kind, entry, entry.trace_context, attributes)
+        ended(None)  # queued by the time this returns
+        return context
 
     # --- inspection -----------------------------------------------------------------------
 
@@ -311,19 +354,25 @@ class LocalTransport(InProcessControl, Service):
             self._routes[message_type] = targets
         return targets
 
-    def _route(self, message_type: type[Message], body: bytes, taken: Snapshot | None = None) -> None:
+    def _route(
+        self, message_type: type[Message], body: bytes, taken: Snapshot | None = None,
+        trace_context: dict[str, str] | None = None,
+    ) -> None:
         targets = self._targets(message_type)
         if not targets:
             if issubclass(message_type, HeartbeatResponseMessage):
                 return  # an answer nobody asked for here: nothing to keep or replay
-            self._keep_unrouted(body, message_type.wire_name)
+            self._keep_unrouted(body, message_type.wire_name, None, trace_context)
             return
         for queue in targets:
-            self._enqueue(queue, body, taken)
+            self._enqueue(queue, body, taken, trace_context)
 
-    def _keep_unrouted(self, body: bytes, type_name: str, entry_id: str | None = None) -> None:
+    def _keep_unrouted(
+        self, body: bytes, type_name: str, entry_id: str | None = None, trace_context: dict[str, str] | None = None
+    ) -> None:
         entry = SetAsideMessage(
-            body=body, reason=f"no app subscribes to {type_name}", code=UNROUTED, type_name=type_name
+            body=body, reason=f"no app subscribes to {type_name}", code=UNROUTED, type_name=type_name,
+            trace_context=trace_context,
         )
         if entry_id is not None:
             entry.id = entry_id
@@ -335,8 +384,10 @@ class LocalTransport(InProcessControl, Service):
             id=entry.id,
         )
 
-    def _enqueue(self, queue: _Queue, body: bytes, taken: Snapshot | None) -> None:
-        queue.ready.append((body, False, taken if len(queue.ready) < SNAPSHOT_DEPTH else None))
+    def _enqueue(
+        self, queue: _Queue, body: bytes, taken: Snapshot | None, trace_context: dict[str, str] | None = None
+    ) -> None:
+        queue.ready.append((body, False, taken if len(queue.ready) < SNAPSHOT_DEPTH else None, trace_context))
         if queue.waiters:
             self._wake(queue)
 
@@ -361,7 +412,7 @@ class LocalTransport(InProcessControl, Service):
 
     def _next_delivery(self, queue: _Queue) -> LocalDelivery | None:
         while queue.ready:
-            body, redelivered, taken = queue.ready.popleft()
+            body, redelivered, taken, trace_context = queue.ready.popleft()
             message = None
             if taken is not None and self.max_nesting >= 2 and (
                 self.max_message_size is None or len(body) <= self.max_message_size
@@ -373,11 +424,11 @@ class LocalTransport(InProcessControl, Service):
                 try:
                     message = codec.decode(body, self.max_message_size, self.max_nesting)
                 except DecodeError as e:
-                    self._dead_letter(body, e, codec.peek_type(body), queue.name)
+                    self._dead_letter(body, e, codec.peek_type(body), queue.name, trace_context)
                     continue
             tag = next(self._tags)
             delivery = LocalDelivery(
-                self, queue.name, tag, body, message, redelivered, self._reactor.seconds()
+                self, queue.name, tag, body, message, redelivered, self._reactor.seconds(), trace_context
             )
             queue.unacked[tag] = delivery
             queue.delivered += 1
@@ -404,20 +455,23 @@ class LocalTransport(InProcessControl, Service):
         if queue.unacked.pop(delivery.tag, None) is None:
             return fail(_not_held(delivery))
         if requeue:
-            queue.ready.appendleft((delivery.body, True, None))
+            queue.ready.appendleft((delivery.body, True, None, delivery.trace_context))
             self._wake(queue)
         return succeed(None)
 
     def _dead_letter(
-        self, body: bytes, error: DecodeError, type_name: str | None, app_name: str | None
+        self, body: bytes, error: DecodeError, type_name: str | None, app_name: str | None,
+        trace_context: dict[str, str] | None = None,
     ) -> None:
-        self._set_aside_dead(body, error.reason, str(error), type_name, app_name)
+        self._set_aside_dead(body, error.reason, str(error), type_name, app_name, trace_context)
 
     def _set_aside_dead(
-        self, body: bytes, code: str, reason: str, type_name: str | None, app_name: str | None
+        self, body: bytes, code: str, reason: str, type_name: str | None, app_name: str | None,
+        trace_context: dict[str, str] | None = None,
     ) -> None:
         entry = SetAsideMessage(
-            body=body, reason=reason, code=code, type_name=type_name, app_name=app_name
+            body=body, reason=reason, code=code, type_name=type_name, app_name=app_name,
+            trace_context=trace_context,
         )
         self._keep(self.dead_letters, entry)
         log.error(

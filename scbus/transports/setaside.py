@@ -39,6 +39,8 @@ class SetAsideMessage:
     app_name: str | None = None
     at: float = dataclasses.field(default_factory=time.time)
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: The trace context it was sent with (ITraceCarrier), for a replay to link to.
+    trace_context: dict[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def as_json(self, preview: int | None = None) -> dict[str, Any]:
         """

@@ -8,6 +8,7 @@ from zope.interface.verify import verifyObject
 from scbus.transports.amqp import AMQPTransport, parse_amqp_settings
 from scbus.transports.amqp.client import IAMQPChannel, IAMQPConnection, IAMQPConsumer
 
+from .trace_carrier_contract import TraceCarrierContract
 from .transport_contract import Note, TransportContract
 
 
@@ -49,7 +50,7 @@ def make_amqp_transport(test, url, **options):
 
 
 @pytest.mark.usefixtures("rabbit_for_class")
-class AMQPTransportContractTests(TransportContract, unittest.TestCase):
+class AMQPTransportContractTests(TransportContract, TraceCarrierContract, unittest.TestCase):
     timeout = 120
 
     async def make_transport(self):

@@ -181,6 +181,6 @@ def test_a_deep_queue_keeps_bodies_alone():
     for n in range(SNAPSHOT_DEPTH + 5):
         transport.send_now(Flat(n=n, name="x", ratio=0.5))
     entries = list(transport._queue("a").ready)
-    assert all(taken is not None for _, _, taken in entries[:SNAPSHOT_DEPTH])
-    assert all(taken is None for _, _, taken in entries[SNAPSHOT_DEPTH:])
+    assert all(taken is not None for _, _, taken, _ in entries[:SNAPSHOT_DEPTH])
+    assert all(taken is None for _, _, taken, _ in entries[SNAPSHOT_DEPTH:])
     assert [transport.take_ready("a").message.n for _ in range(len(entries))] == list(range(len(entries)))

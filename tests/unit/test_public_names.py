@@ -26,7 +26,9 @@ PUBLIC = {
         "IDelivery", "ISetAside", "IReadyDeliveries", "IImmediateSend", "IImmediateAck", "IReportedSend",
         "IPrefetchHold", "IPauseMarks", "IIdleLease", "IIdleLeases", "IConnectionState", "IBoundedSetAside",
         "ITransactionalSettle",
+        "ITraceCarrier",
     },
+    "scbus.tracing": {"BusTracing", "MODES", "SCBUS_SYSTEM", "tracing_wanted"},
     "scbus.testing": {"BusHarness", "ClockEventLoop", "SynchronousThreadPool", "ThreadClock", "result_of", "run_handler"},
     "scbus.testing.amqp": {"FakeChannel", "FakeConnection", "FakeConsumer", "connected_transport"},
     "scbus.client": {

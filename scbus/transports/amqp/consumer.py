@@ -87,6 +87,12 @@ class AMQPDelivery:
         self._settled = True
         return self._app.dead_letter(self.raw, Refused(code, reason))
 
+    @property
+    def trace_context(self) -> Any:
+        """ITraceCarrier: the trace context travels in the header table (read only when tracing)."""
+        headers = self.raw.properties.headers
+        return headers if isinstance(headers, dict) else None
+
     def __repr__(self) -> str:
         return f"<AMQPDelivery {self.app_name}#{self.raw.delivery_tag} {self.message!r}>"
 

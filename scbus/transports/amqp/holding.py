@@ -69,6 +69,8 @@ class HoldingAreas:
         self._publish = publish
         self._send = send
         self._current = current
+        #: While tracing: makes a replay's span and the context it goes with (ITraceCarrier).
+        self.replay_hook: Any = None
 
     async def declare(self, session: Session) -> None:
         """
@@ -223,7 +225,21 @@ class HoldingAreas:
             raise TransportError(f"cannot tell the type of {entry.id}; it stays in {kind}")
         exchange, routing_key = route
         declare = entry.type_name if exchange else None
-        await self._publish(Outgoing(exchange, routing_key, raw.body, clean, declare))
+        if self.replay_hook is None:
+            await self._publish(Outgoing(exchange, routing_key, raw.body, clean, declare))
+            return
+        attributes: dict[str, Any] = {"messaging.destination.name": exchange}
+        if routing_key:
+            attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
+        context, ended = self.replay_hook(kind, entry, raw.properties.headers, attributes)
+        kept = {k: v for k, v in (clean.headers or {}).items() if k not in ("traceparent", "tracestate")}
+        clean.headers = {**kept, **context} or None
+        try:
+            await self._publish(Outgoing(exchange, routing_key, raw.body, clean, declare))
+        except Exception:
+            ended(Failure())
+            raise
+        ended(None)
 
 
 

@@ -35,7 +35,7 @@ from ... import codec
 from ...errors import EncodeError, MalformedMessage, NotRunning, TransportError
 from ...interfaces import (
     IConnectionState, IDelivery, IIdleLeases, IImmediateAck, IPauseMarks, IPrefetchHold, IReadyDeliveries,
-    IReportedSend, ISetAside, ITransport,
+    IReportedSend, ISetAside, ITraceCarrier, ITransport,
 )
 from ...message import Message
 from ...reactors import IBusReactor, running_reactor
@@ -60,7 +60,7 @@ log = Logger()
 
 @implementer(
     ITransport, IReadyDeliveries, IImmediateAck, IReportedSend, IPrefetchHold, IPauseMarks, IIdleLeases,
-    IConnectionState,
+    IConnectionState, ITraceCarrier,
 )
 class AMQPTransport(Service):
     """
@@ -70,6 +70,8 @@ class AMQPTransport(Service):
     """
 
     name = "transport"
+    #: ITraceCarrier: the spans follow RabbitMQ's semantic conventions.
+    messaging_system = "rabbitmq"
 
     def __init__(
         self,
@@ -89,6 +91,8 @@ class AMQPTransport(Service):
         self._endpoint = endpoint
         self._apps: dict[str, AppConsumer] = {}
         self._session: Session | None = None
+        #: While tracing: the current session's broker address, as span attributes.
+        self._peer: tuple[Session, dict[str, Any]] | None = None
         self._sessions = itertools.count(1)
         self._publisher = Publisher(
             settings, reactor, lambda: self._session, lambda: bool(self.running) and not self._stopping
@@ -415,6 +419,53 @@ class AMQPTransport(Service):
             report(Failure())
             return
         self._publisher.submit(out)
+
+    # --- ITraceCarrier: the context travels as header-table entries ------------------------
+
+    def send_traced(
+        self, message: Message, trace_context: dict[str, str], report: Callable[[Failure | None], object]
+    ) -> None:
+        try:
+            out = self._outgoing(message, report)
+        except EncodeError:
+            report(Failure())
+            return
+        out.properties.headers = dict(trace_context) if trace_context else None
+        self._publisher.submit(out)
+
+    def trace_attributes(self, message: Message, delivery: IDelivery | None) -> dict[str, Any]:
+        """RabbitMQ's: the exchange, the routing key when there is one, the delivery tag."""
+        if delivery is None:
+            attributes: dict[str, Any] = {"messaging.destination.name": topology.type_exchange(message.wire_name)}
+        else:
+            raw = cast(AMQPDelivery, delivery).raw
+            attributes = {
+                "messaging.destination.name": raw.exchange,
+                "messaging.rabbitmq.message.delivery_tag": raw.delivery_tag,
+                "messaging.message.body.size": len(raw.body),
+            }
+            if raw.routing_key:
+                attributes["messaging.rabbitmq.destination.routing_key"] = raw.routing_key
+        attributes.update(self._peer_attributes())
+        return attributes
+
+    def _peer_attributes(self) -> dict[str, Any]:
+        """The broker node of the current session (looked up once per session)."""
+        session = self._session
+        if session is None:
+            return {}
+        known = self._peer
+        if known is not None and known[0] is session:
+            return known[1]
+        transport = getattr(session.connection, "transport", None)
+        peer = transport.getPeer() if transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        found = {"server.address": host, "server.port": port} if isinstance(host, str) and isinstance(port, int) else {}
+        self._peer = (session, found)
+        return found
+
+    def trace_replays(self, hook: Any) -> None:
+        self._holding.replay_hook = hook
 
     def _outgoing(self, message: Message, report: Callable[[Failure | None], object] | None = None) -> Outgoing:
         body = codec.encode(message, self.settings.max_message_size)
