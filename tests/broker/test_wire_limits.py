@@ -198,7 +198,7 @@ class WireLimitTests(LimitsBus):
             method, properties, _ = self.producer.channel.basic_get("scbus.dead")
             copies[properties.message_id] = properties.headers
         # Too big with theirs: scbus's own headers alone. Small enough: both.
-        self.assertEqual(set(copies["big"]), {"x-scbus-reason", "x-scbus-error", "x-scbus-app"})
+        self.assertEqual(set(copies["big"]), {"x-scbus-reason", "x-scbus-error", "x-scbus-app", "x-scbus-set-aside-at"})
         self.assertEqual(copies["big"]["x-scbus-reason"], "malformed")
         self.assertEqual(copies["small"]["small"], "y" * 1000)
         self.assertEqual(copies["small"]["x-scbus-reason"], "malformed")
