@@ -33,6 +33,11 @@ async def pika_loop(url: str, prefetch: int, queue_name: str, exchange: str) -> 
     params = pika.URLParameters(url)
     connection = await ClientCreator(reactor, TwistedProtocolConnection, params).connectTCP(params.host, params.port)
     connection.transport.setTcpNoDelay(True)  # as the bus's clients do
+    await relay_pika(connection, prefetch, queue_name, exchange)
+
+
+async def relay_pika(connection: Any, prefetch: int, queue_name: str, exchange: str) -> None:
+    """The raw loop on a connected TwistedProtocolConnection."""
     await connection.ready
     ch_in = await connection.channel()
     await ch_in.basic_qos(prefetch_count=prefetch)
@@ -53,8 +58,6 @@ async def pika_loop(url: str, prefetch: int, queue_name: str, exchange: str) -> 
 
 
 async def txamqp_loop(url: str, prefetch: int, queue_name: str, exchange: str) -> None:
-    from txamqp.content import Content
-
     from scbus.transports.amqp import parse_amqp_settings
     from scbus.transports.amqp.txamqp_client import TxConnection, load_spec
 
@@ -63,6 +66,13 @@ async def txamqp_loop(url: str, prefetch: int, queue_name: str, exchange: str) -
     connection = await ClientCreator(reactor, TxConnection, settings, reactor, load_spec()).connectTCP(
         params.host, params.port
     )
+    await relay_txamqp(connection, prefetch, queue_name, exchange)
+
+
+async def relay_txamqp(connection: Any, prefetch: int, queue_name: str, exchange: str) -> None:
+    """The raw loop on a connected scbus TxConnection, publishing and acking through txAMQP's own calls."""
+    from txamqp.content import Content
+
     await connection.ready
     ch_in = await connection.channel()
     await ch_in.qos(prefetch)

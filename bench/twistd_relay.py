@@ -34,7 +34,8 @@ prefetch 10 (moonshot 1.0); bus-txamqp/raw >= 0.6.
 --profile DIR: after the timed rounds, each bus contender once more at each prefetch
 under py-spy (pip install py-spy), attached from 10% to 90% of the outputs; the collapsed
 stacks go to DIR/<contender>-<prefetch>.txt (py-spy's raw format, --idle: time waiting
-in the reactor's poll shows as such). Profiled runs are not in the figures.
+in the reactor's poll shows as such). --strace DIR: the same with strace -c, the system
+calls made in that window. Such runs are not in the figures.
 """
 
 from __future__ import annotations
@@ -206,7 +207,11 @@ def crossing(samples: list[tuple[float, int, float, float]], target: float) -> t
 
 
 def run_one(kind: str, url: str, n: int, prefetch: int, payloads: list[bytes], broker: int | None,
-            profile: str | None = None, native: bool = False, timeout: float = 300.0) -> dict[str, Any]:
+            attach: list[str] | None = None, timeout: float = 300.0) -> dict[str, Any]:
+    """
+    One contender's run. C{attach}: a command ("{pid}" for the contender's) run from 10%
+    to 90% of the outputs and ended with SIGINT, such as a profiler.
+    """
     raw = kind.startswith("raw")
     blocking(url, declare_raw if raw else declare_bus)
     queue = RAW_IN if raw else topology.app_queue(APP)
@@ -232,10 +237,9 @@ def run_one(kind: str, url: str, n: int, prefetch: int, payloads: list[bytes], b
             samples.append((at, count, cpu_seconds(process.pid), cpu_seconds(broker)))
             if first_output is None and count:
                 first_output = at - started
-            if profile and spy is None and count >= 0.1 * n:
+            if attach and spy is None and count >= 0.1 * n:
                 spy = subprocess.Popen(
-                    [os.path.join(BIN, "py-spy"), "record", "--pid", str(process.pid), "--rate", "200",
-                     "--format", "raw", "--idle", "--output", profile, *(["--native"] if native else [])],
+                    [part.replace("{pid}", str(process.pid)) for part in attach],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
             if spy is not None and count >= 0.9 * n and spy.poll() is None:
@@ -342,6 +346,8 @@ def main() -> int:
                         help="comma-separated: raw, raw-txamqp, bus, bus-txamqp, bus-http, bus-plain (raw always runs)")
     parser.add_argument("--profile", default=None, metavar="DIR", help="py-spy profiles of the contenders here")
     parser.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
+    parser.add_argument("--strace", default=None, metavar="DIR",
+                        help="like --profile, strace -c's count of system calls instead (DIR/<contender>-<prefetch>.strace)")
     args = parser.parse_args()
     prefetches = [int(p) for p in args.prefetch.split(",") if p.strip()]
     kinds = ["raw"] + [k.strip() for k in args.loops.split(",") if k.strip() and k.strip() != "raw"]
@@ -362,13 +368,20 @@ def main() -> int:
                     print(f"round {round_number + 1} prefetch {prefetch} {kind}: {result['msgs_per_s']:,.0f} msg/s, "
                           f"{result['cpu_us_per_msg']:.1f} us/msg", file=sys.stderr)
         results = [figures(p, runs[p]) for p in prefetches]
-        if args.profile:
-            os.makedirs(args.profile, exist_ok=True)
+        for where, suffix in ((args.profile, "txt"), (args.strace, "strace")):
+            if not where:
+                continue
+            os.makedirs(where, exist_ok=True)
             for prefetch in prefetches:
                 for kind in kinds:
-                    path = os.path.join(os.path.abspath(args.profile), f"{kind}-{prefetch}.txt")
-                    run_one(kind, url, args.messages, prefetch, payloads, broker, profile=path, native=args.native)
-                    print(f"profile: {path}", file=sys.stderr)
+                    path = os.path.join(os.path.abspath(where), f"{kind}-{prefetch}.{suffix}")
+                    if suffix == "txt":
+                        attach = [os.path.join(BIN, "py-spy"), "record", "--pid", "{pid}", "--rate", "200",
+                                  "--format", "raw", "--idle", "--output", path, *(["--native"] if args.native else [])]
+                    else:
+                        attach = ["strace", "-c", "-f", "-p", "{pid}", "-o", path]
+                    run_one(kind, url, args.messages, prefetch, payloads, broker, attach=attach)
+                    print(f"{suffix}: {path}", file=sys.stderr)
     finally:
         if node is not None:
             node.cleanup()
