@@ -18,7 +18,8 @@ def start_node() -> RabbitNode:
     reason = available()
     if reason:
         raise SystemExit(f"cannot start a RabbitMQ node: {reason}")
-    node = RabbitNode(name="scbus-bench")
+    # (named per process: two benchmarks may run at once on one machine)
+    node = RabbitNode(name=f"scbus-bench-{os.getpid()}")
     node.start()
     return node
 
