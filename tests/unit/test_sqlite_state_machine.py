@@ -248,6 +248,10 @@ class ClaimsMachine(RuleBasedStateMachine):
         """After its claims are lost (what a restart does), a delivery handed before cannot be settled."""
         self.turn()
         stale = list(self.hand.values())
+        # A restart ends this process's waiting retrieves too: withdrawn first, or the
+        # transport rightly hands a released row to one the model has forgotten.
+        for waiter in list(self.waiting.values()):
+            waiter.cancel()
         self.transport.recover()
         settle(self.clock)
         self.lost()
